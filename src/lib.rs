@@ -1,0 +1,11 @@
+//! token-service: the encrypted, audited store of merchants' platform credentials.
+
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod http;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod vault;

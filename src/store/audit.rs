@@ -1,0 +1,66 @@
+//! The audit trail: `token_access_logs`, written in the same transaction as the operation.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{on_conn, StoreError, Tx};
+
+/// What kind of access an audit row records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessType {
+    Read,
+    Write,
+    Delete,
+    Denied,
+    Refresh,
+}
+
+impl AccessType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessType::Read => "read",
+            AccessType::Write => "write",
+            AccessType::Delete => "delete",
+            AccessType::Denied => "denied",
+            AccessType::Refresh => "refresh",
+        }
+    }
+}
+
+/// One audit row. It never holds token material: codes, names and ids only.
+#[derive(Debug, Clone)]
+pub struct AccessRecord<'a> {
+    pub token_id: Option<Uuid>,
+    pub merchant_id: &'a str,
+    pub platform_name: Option<&'a str>,
+    pub accessed_by: &'a str,
+    pub access_type: AccessType,
+    pub success: bool,
+    pub error_code: Option<&'static str>,
+    pub correlation_id: &'a str,
+    pub ip_address: Option<&'a str>,
+    pub at: DateTime<Utc>,
+}
+
+pub async fn record_access(tx: &mut Tx, record: &AccessRecord<'_>) -> Result<(), StoreError> {
+    const SQL: &str = "INSERT INTO token_access_logs (id, token_id, merchant_id, platform_name, \
+         accessed_by, access_type, success, error_code, correlation_id, ip_address, accessed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+    on_conn!(tx, conn => {
+        sqlx::query(SQL)
+            .bind(Uuid::now_v7())
+            .bind(record.token_id)
+            .bind(record.merchant_id)
+            .bind(record.platform_name)
+            .bind(record.accessed_by)
+            .bind(record.access_type.as_str())
+            .bind(record.success)
+            .bind(record.error_code)
+            .bind(record.correlation_id)
+            .bind(record.ip_address)
+            .bind(record.at)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    })
+}

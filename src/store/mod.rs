@@ -1,0 +1,213 @@
+//! Persistence: one set of queries serving SQLite (embedded) and PostgreSQL (scale-out).
+//!
+//! The backend is chosen from the `DATABASE_URL` scheme. Queries are written once against
+//! [`Tx`]; the [`on_conn!`] macro expands each of them for both drivers, so nothing above this
+//! module knows which engine it talks to.
+
+mod audit;
+mod tokens;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::pool::PoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
+use sqlx::{Postgres, Sqlite, Transaction};
+
+pub use audit::record_access;
+pub use audit::{AccessRecord, AccessType};
+pub use tokens::{
+    delete_owned, find_id, find_tokens, insert_new, record_read, update_owned, NewToken,
+    StoredToken,
+};
+
+/// How long a request waits for a database connection before the database counts as down.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection pool to one of the two supported engines.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// An open transaction on either engine.
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// Runs `$body` with `$conn` bound to the transaction's connection, whichever the engine.
+macro_rules! on_conn {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::store::Tx::Sqlite(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+            $crate::store::Tx::Postgres(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_conn;
+
+/// A database failure, sorted by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is overloaded: retry later (503).
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// A race with a concurrent writer (uniqueness, deadlock): the operation may be retried.
+    #[error("concurrent write conflict")]
+    Conflict(#[source] sqlx::Error),
+    /// Anything else: a bug or a broken database (500).
+    #[error("database error")]
+    Other(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &err {
+            E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => {
+                StoreError::Unavailable(err)
+            }
+            E::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // Unique violations, serialization failures and deadlocks (class 40).
+                if db.is_unique_violation() || code.starts_with("40") {
+                    StoreError::Conflict(err)
+                } else if is_unavailable_code(&code) {
+                    StoreError::Unavailable(err)
+                } else {
+                    StoreError::Other(err)
+                }
+            }
+            _ => StoreError::Other(err),
+        }
+    }
+}
+
+/// PostgreSQL connection, resource and shutdown classes; SQLite busy, locked, I/O, full,
+/// read-only and cannot-open (primary result codes 5, 6, 10, 13, 8, 14).
+fn is_unavailable_code(code: &str) -> bool {
+    const PG_PREFIXES: [&str; 3] = ["08", "53", "57P"];
+    const SQLITE_PRIMARY: [i64; 6] = [5, 6, 8, 10, 13, 14];
+    if PG_PREFIXES.iter().any(|p| code.starts_with(p)) {
+        return true;
+    }
+    code.parse::<i64>()
+        .map(|c| SQLITE_PRIMARY.contains(&(c & 0xff)))
+        .unwrap_or(false)
+}
+
+/// Pool sizing for [`Db::connect`].
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+}
+
+impl Db {
+    /// Opens a pool for `url`. SQLite runs in WAL mode with `synchronous=FULL`, so a commit
+    /// survives power loss; its file and directory are created on first use.
+    pub async fn connect(url: &str, settings: PoolSettings) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .context("parsing the SQLite DATABASE_URL")?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true);
+            if let Some(dir) = options.get_filename().parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).with_context(|| {
+                        format!("creating the database directory {}", dir.display())
+                    })?;
+                }
+            }
+            // One writer does all the work (SQLite has one writer anyway); one more
+            // connection serves readiness checks.
+            let pool = PoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await
+                .context("opening the SQLite database")?;
+            Ok(Db::Sqlite(pool))
+        } else {
+            let options =
+                PgConnectOptions::from_str(url).context("parsing the PostgreSQL DATABASE_URL")?;
+            let pool = PoolOptions::new()
+                .max_connections(settings.max_connections)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await
+                .context("connecting to PostgreSQL")?;
+            Ok(Db::Postgres(pool))
+        }
+    }
+
+    /// Applies the versioned migrations of this engine that are not applied yet.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Db::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await,
+            Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
+        }
+        .context("applying database migrations")
+    }
+
+    /// Whether the engine answers a trivial query (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Db::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+            Db::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+        }
+        Ok(())
+    }
+
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match self {
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// How many group-commit writers make sense: SQLite has a single writer.
+    pub fn writer_count(&self, configured: usize) -> usize {
+        match self {
+            Db::Sqlite(_) => 1,
+            Db::Postgres(_) => configured,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite(pool) => pool.close().await,
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(t) => t.rollback().await?,
+            Tx::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+}

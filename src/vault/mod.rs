@@ -1,0 +1,215 @@
+//! The vault's operations: the rules of storing, reading and deleting credentials.
+//!
+//! Each operation runs inside one database transaction together with its audit rows, so
+//! an operation and its audit commit together or not at all. Operations are queued to
+//! the [`committer`], which runs many of them in one transaction and one commit.
+
+mod committer;
+mod ops;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::crypto::{Keyring, RowIdentity};
+use crate::domain::{MerchantId, Platform, ShopDomain, StoreTokenRequest, TokenDataJson};
+use crate::store::{Db, StoreError};
+
+pub use committer::Committer;
+
+/// Who is acting, for the audit trail.
+#[derive(Debug, Clone)]
+pub struct AuditContext {
+    /// The calling service's name, or the shop's domain for client calls.
+    pub actor: String,
+    pub correlation_id: String,
+    pub ip_address: Option<String>,
+}
+
+/// A store request with its payload already encrypted for its row.
+#[derive(Debug)]
+pub struct StoreCommand {
+    pub request: StoreTokenRequest,
+    pub encrypted_token: String,
+    pub key_id: String,
+    pub audit: AuditContext,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    Stored {
+        token_id: Uuid,
+        created: bool,
+    },
+    /// The (merchant, platform) row belongs to another shop; it was not touched.
+    OwnedByAnotherShop,
+}
+
+#[derive(Debug)]
+pub struct ReadCommand {
+    pub merchant_id: MerchantId,
+    pub platform: Option<Platform>,
+    pub audit: AuditContext,
+}
+
+/// A decrypted credential, ready to hand to an internal caller.
+#[derive(Debug)]
+pub struct TokenView {
+    pub platform_name: String,
+    pub platform_shop_id: String,
+    pub domain: String,
+    pub token_data: TokenDataJson,
+    pub token_type: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Option<String>,
+}
+
+/// A row that exists but could not be returned, and why (a stable code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedToken {
+    pub platform_name: String,
+    pub code: &'static str,
+}
+
+#[derive(Debug, Default)]
+pub struct ReadOutcome {
+    pub tokens: Vec<TokenView>,
+    pub failed: Vec<FailedToken>,
+}
+
+#[derive(Debug)]
+pub struct DeleteCommand {
+    pub merchant_id: MerchantId,
+    pub platform: Platform,
+    pub owner: ShopDomain,
+    pub audit: AuditContext,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    /// Missing, or owned by another shop: callers cannot tell which.
+    NotFound,
+}
+
+/// A refused read, recorded so that probing shows up in the audit trail.
+#[derive(Debug)]
+pub struct DeniedRead {
+    /// As the caller sent it (cut to the column's width); it may not be a valid id.
+    pub merchant_id: String,
+    pub platform: Option<String>,
+    pub reason: &'static str,
+    pub audit: AuditContext,
+}
+
+/// Why an operation did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("the database is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Internal(anyhow::Error),
+}
+
+impl From<StoreError> for VaultError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(e) => VaultError::Unavailable(e.into()),
+            other => VaultError::Internal(other.into()),
+        }
+    }
+}
+
+/// One queued operation and where its answer goes.
+pub(crate) enum Job {
+    Store(
+        StoreCommand,
+        oneshot::Sender<Result<StoreOutcome, VaultError>>,
+    ),
+    Read(
+        ReadCommand,
+        oneshot::Sender<Result<ReadOutcome, VaultError>>,
+    ),
+    Delete(
+        DeleteCommand,
+        oneshot::Sender<Result<DeleteOutcome, VaultError>>,
+    ),
+    Deny(DeniedRead, oneshot::Sender<Result<(), VaultError>>),
+}
+
+/// The handle the HTTP layer uses. Cheap to clone.
+#[derive(Clone)]
+pub struct Vault {
+    queue: mpsc::Sender<Job>,
+    keyring: Arc<Keyring>,
+    db: Db,
+}
+
+impl Vault {
+    /// Starts the group-commit writers and returns the handle plus the committer, which
+    /// finishes the queued work once every handle is dropped.
+    pub fn start(db: Db, keyring: Arc<Keyring>, writers: usize) -> (Self, Committer) {
+        let (queue, committer) = Committer::start(db.clone(), keyring.clone(), writers);
+        (Self { queue, keyring, db }, committer)
+    }
+
+    /// Encrypts the payload for its row (outside the writer, so that work runs in
+    /// parallel) and stores it, replacing the same shop's earlier token.
+    pub async fn store(
+        &self,
+        request: StoreTokenRequest,
+        audit: AuditContext,
+    ) -> Result<StoreOutcome, VaultError> {
+        let row = RowIdentity {
+            merchant_id: request.merchant_id.as_str(),
+            platform_name: request.platform.as_str(),
+        };
+        let (encrypted_token, key_id) = self
+            .keyring
+            .seal(row, request.token_data.as_str().as_bytes());
+        let key_id = key_id.to_owned();
+        let command = StoreCommand {
+            request,
+            encrypted_token,
+            key_id,
+            audit,
+        };
+        self.submit(|tx| Job::Store(command, tx)).await
+    }
+
+    /// Decrypts and returns the merchant's tokens, counting and auditing each read.
+    pub async fn read(&self, command: ReadCommand) -> Result<ReadOutcome, VaultError> {
+        self.submit(|tx| Job::Read(command, tx)).await
+    }
+
+    /// Deletes a token owned by `command.owner`.
+    pub async fn delete(&self, command: DeleteCommand) -> Result<DeleteOutcome, VaultError> {
+        self.submit(|tx| Job::Delete(command, tx)).await
+    }
+
+    /// Audits a read that was refused before reaching the data.
+    pub async fn record_denied(&self, denied: DeniedRead) -> Result<(), VaultError> {
+        self.submit(|tx| Job::Deny(denied, tx)).await
+    }
+
+    /// Whether the database answers (readiness). The keyring is loaded before a Vault exists.
+    pub async fn is_ready(&self) -> bool {
+        self.db.ping().await.is_ok()
+    }
+
+    async fn submit<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, VaultError>>) -> Job,
+    ) -> Result<T, VaultError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send(job(tx))
+            .await
+            .map_err(|_| VaultError::ShuttingDown)?;
+        rx.await.map_err(|_| VaultError::ShuttingDown)?
+    }
+}

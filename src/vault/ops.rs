@@ -1,0 +1,244 @@
+//! The operations themselves, each run inside a transaction the committer owns.
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::{
+    DeleteCommand, DeleteOutcome, DeniedRead, FailedToken, Job, ReadCommand, ReadOutcome,
+    StoreCommand, StoreOutcome, TokenView, VaultError,
+};
+use crate::crypto::{Keyring, RowIdentity};
+use crate::domain::TokenDataJson;
+use crate::store::{self, AccessRecord, AccessType, NewToken, StoreError, Tx};
+
+/// What an operation produced, before its transaction commits.
+pub(super) enum Outcome {
+    Store(StoreOutcome),
+    Read(ReadOutcome),
+    Delete(DeleteOutcome),
+    Deny,
+}
+
+/// Applies one queued job inside `tx`. An `Err` means the transaction must not commit.
+pub(super) async fn apply(
+    tx: &mut Tx,
+    keyring: &Keyring,
+    job: &Job,
+) -> Result<Outcome, StoreError> {
+    match job {
+        Job::Store(command, _) => store_token(tx, command).await.map(Outcome::Store),
+        Job::Read(command, _) => read_tokens(tx, keyring, command).await.map(Outcome::Read),
+        Job::Delete(command, _) => delete_token(tx, command).await.map(Outcome::Delete),
+        Job::Deny(denied, _) => record_denied(tx, denied).await.map(|()| Outcome::Deny),
+    }
+}
+
+impl Job {
+    /// Sends the answer to whoever queued the job (if they are still waiting).
+    pub(super) fn reply(self, result: Result<Outcome, VaultError>) {
+        fn send<T>(
+            tx: tokio::sync::oneshot::Sender<Result<T, VaultError>>,
+            result: Result<Outcome, VaultError>,
+            pick: impl FnOnce(Outcome) -> Option<T>,
+        ) {
+            let answer = result.and_then(|outcome| {
+                pick(outcome).ok_or_else(|| {
+                    VaultError::Internal(anyhow::anyhow!("operation answered with another kind"))
+                })
+            });
+            let _ = tx.send(answer);
+        }
+        match self {
+            Job::Store(_, tx) => send(tx, result, |o| match o {
+                Outcome::Store(s) => Some(s),
+                _ => None,
+            }),
+            Job::Read(_, tx) => send(tx, result, |o| match o {
+                Outcome::Read(r) => Some(r),
+                _ => None,
+            }),
+            Job::Delete(_, tx) => send(tx, result, |o| match o {
+                Outcome::Delete(d) => Some(d),
+                _ => None,
+            }),
+            Job::Deny(_, tx) => send(tx, result, |o| match o {
+                Outcome::Deny => Some(()),
+                _ => None,
+            }),
+        }
+    }
+}
+
+/// Upsert on (merchant, platform), refused when another shop owns the row.
+///
+/// Written as update-then-insert-then-look so that it is race-free on PostgreSQL without
+/// explicit locks: the update only matches the owner's row, the insert only creates a
+/// missing one, and what is left is a row someone else owns.
+async fn store_token(tx: &mut Tx, command: &StoreCommand) -> Result<StoreOutcome, StoreError> {
+    let request = &command.request;
+    let now = Utc::now();
+    let token = NewToken {
+        merchant_id: request.merchant_id.as_str(),
+        platform_name: request.platform.as_str(),
+        platform_shop_id: request.platform_shop_id.as_str(),
+        domain: request.domain.as_str(),
+        encrypted_token: &command.encrypted_token,
+        encryption_key_id: &command.key_id,
+        token_type: request.token_type.as_str(),
+        expires_at: request.expires_at,
+        scopes: request.scopes.as_ref().map(|s| s.as_str()),
+        now,
+    };
+    let audit = |token_id, success, error_code| AccessRecord {
+        token_id: Some(token_id),
+        merchant_id: token.merchant_id,
+        platform_name: Some(token.platform_name),
+        accessed_by: &command.audit.actor,
+        access_type: AccessType::Write,
+        success,
+        error_code,
+        correlation_id: &command.audit.correlation_id,
+        ip_address: command.audit.ip_address.as_deref(),
+        at: now,
+    };
+
+    // A concurrent delete between the steps below sends us round once more.
+    for _ in 0..3 {
+        let (id, created) = if let Some(id) = store::update_owned(tx, &token).await? {
+            (id, false)
+        } else if let Some(id) = store::insert_new(tx, Uuid::now_v7(), &token).await? {
+            (id, true)
+        } else if let Some(id) = store::find_id(tx, token.merchant_id, token.platform_name).await? {
+            store::record_access(tx, &audit(id, false, Some("FORBIDDEN"))).await?;
+            return Ok(StoreOutcome::OwnedByAnotherShop);
+        } else {
+            continue;
+        };
+        store::record_access(tx, &audit(id, true, None)).await?;
+        return Ok(StoreOutcome::Stored {
+            token_id: id,
+            created,
+        });
+    }
+    Err(StoreError::Conflict(sqlx::Error::Protocol(
+        "token row kept changing during an upsert".into(),
+    )))
+}
+
+/// Decrypts each of the merchant's tokens; rows that do not decrypt are reported, not hidden.
+async fn read_tokens(
+    tx: &mut Tx,
+    keyring: &Keyring,
+    command: &ReadCommand,
+) -> Result<ReadOutcome, StoreError> {
+    let merchant_id = command.merchant_id.as_str();
+    let platform = command.platform.map(|p| p.as_str());
+    let rows = store::find_tokens(tx, merchant_id, platform).await?;
+    let now = Utc::now();
+    let audit = |token_id, platform_name, success, error_code| AccessRecord {
+        token_id,
+        merchant_id,
+        platform_name,
+        accessed_by: &command.audit.actor,
+        access_type: AccessType::Read,
+        success,
+        error_code,
+        correlation_id: &command.audit.correlation_id,
+        ip_address: command.audit.ip_address.as_deref(),
+        at: now,
+    };
+
+    let mut outcome = ReadOutcome::default();
+    if rows.is_empty() {
+        // Looking up a merchant with nothing stored is still an access worth recording.
+        store::record_access(tx, &audit(None, platform, true, None)).await?;
+    }
+    for row in &rows {
+        let platform_name = row.platform_name.as_str();
+        let identity = RowIdentity {
+            merchant_id,
+            platform_name,
+        };
+        let decrypted = keyring
+            .open(identity, &row.encrypted_token)
+            .map_err(|e| e.to_string())
+            .and_then(|plain| String::from_utf8(plain.to_vec()).map_err(|_| "not UTF-8".into()))
+            .and_then(|text| TokenDataJson::from_stored(text).map_err(|_| "not JSON".into()));
+        match decrypted {
+            Ok(token_data) => {
+                store::record_read(tx, row.id, &command.audit.actor, now).await?;
+                store::record_access(tx, &audit(Some(row.id), Some(platform_name), true, None))
+                    .await?;
+                outcome.tokens.push(TokenView {
+                    platform_name: platform_name.to_owned(),
+                    platform_shop_id: row.platform_shop_id.clone(),
+                    domain: row.domain.clone(),
+                    token_data,
+                    token_type: row.token_type.clone(),
+                    expires_at: row.expires_at,
+                    scopes: row.scopes.clone(),
+                });
+            }
+            Err(reason) => {
+                tracing::warn!(token_id = %row.id, merchant_id, platform = platform_name, %reason, "token could not be decrypted");
+                let record = audit(
+                    Some(row.id),
+                    Some(platform_name),
+                    false,
+                    Some("DECRYPTION_FAILED"),
+                );
+                store::record_access(tx, &record).await?;
+                outcome.failed.push(FailedToken {
+                    platform_name: platform_name.to_owned(),
+                    code: "DECRYPTION_FAILED",
+                });
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// Deletes the owner's token. A missing row and another shop's row answer alike.
+async fn delete_token(tx: &mut Tx, command: &DeleteCommand) -> Result<DeleteOutcome, StoreError> {
+    let merchant_id = command.merchant_id.as_str();
+    let platform = command.platform.as_str();
+    let deleted = store::delete_owned(tx, merchant_id, platform, command.owner.as_str()).await?;
+    let (token_id, outcome) = match deleted {
+        Some(id) => (Some(id), DeleteOutcome::Deleted),
+        None => (
+            store::find_id(tx, merchant_id, platform).await?,
+            DeleteOutcome::NotFound,
+        ),
+    };
+    let success = outcome == DeleteOutcome::Deleted;
+    let record = AccessRecord {
+        token_id,
+        merchant_id,
+        platform_name: Some(platform),
+        accessed_by: &command.audit.actor,
+        access_type: AccessType::Delete,
+        success,
+        error_code: (!success).then_some("TOKEN_NOT_FOUND"),
+        correlation_id: &command.audit.correlation_id,
+        ip_address: command.audit.ip_address.as_deref(),
+        at: Utc::now(),
+    };
+    store::record_access(tx, &record).await?;
+    Ok(outcome)
+}
+
+async fn record_denied(tx: &mut Tx, denied: &DeniedRead) -> Result<(), StoreError> {
+    let record = AccessRecord {
+        token_id: None,
+        merchant_id: &denied.merchant_id,
+        platform_name: denied.platform.as_deref(),
+        accessed_by: &denied.audit.actor,
+        access_type: AccessType::Denied,
+        success: false,
+        error_code: Some(denied.reason),
+        correlation_id: &denied.audit.correlation_id,
+        ip_address: denied.audit.ip_address.as_deref(),
+        at: Utc::now(),
+    };
+    store::record_access(tx, &record).await
+}
