@@ -19,7 +19,7 @@ use sqlx::{Postgres, Sqlite, Transaction};
 pub use audit::record_access;
 pub use audit::{AccessRecord, AccessType};
 pub use tokens::{
-    delete_owned, find_id, find_tokens, insert_new, record_read, update_owned, NewToken,
+    delete_owned, find_owner, find_tokens, insert_new, record_read, update_owned, NewToken,
     StoredToken,
 };
 

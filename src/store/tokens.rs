@@ -115,15 +115,15 @@ pub async fn insert_new(
         .await?))
 }
 
-/// The id of (merchant, platform), whoever owns it.
-pub async fn find_id(
+/// The id and owning domain of (merchant, platform), whoever owns it.
+pub async fn find_owner(
     tx: &mut Tx,
     merchant_id: &str,
     platform_name: &str,
-) -> Result<Option<Uuid>, StoreError> {
+) -> Result<Option<(Uuid, String)>, StoreError> {
     const SQL: &str =
-        "SELECT id FROM platform_tokens WHERE merchant_id = $1 AND platform_name = $2";
-    on_conn!(tx, conn => Ok(sqlx::query_scalar(SQL)
+        "SELECT id, domain FROM platform_tokens WHERE merchant_id = $1 AND platform_name = $2";
+    on_conn!(tx, conn => Ok(sqlx::query_as(SQL)
         .bind(merchant_id)
         .bind(platform_name)
         .fetch_optional(&mut *conn)

@@ -102,17 +102,21 @@ async fn store_token(tx: &mut Tx, command: &StoreCommand) -> Result<StoreOutcome
         at: now,
     };
 
-    // A concurrent delete between the steps below sends us round once more.
+    // A concurrent insert or delete between the steps below sends us round once more.
     for _ in 0..3 {
         let (id, created) = if let Some(id) = store::update_owned(tx, &token).await? {
             (id, false)
         } else if let Some(id) = store::insert_new(tx, Uuid::now_v7(), &token).await? {
             (id, true)
-        } else if let Some(id) = store::find_id(tx, token.merchant_id, token.platform_name).await? {
-            store::record_access(tx, &audit(id, false, Some("FORBIDDEN"))).await?;
-            return Ok(StoreOutcome::OwnedByAnotherShop);
         } else {
-            continue;
+            match store::find_owner(tx, token.merchant_id, token.platform_name).await? {
+                Some((id, owner)) if owner != token.domain => {
+                    store::record_access(tx, &audit(id, false, Some("FORBIDDEN"))).await?;
+                    return Ok(StoreOutcome::OwnedByAnotherShop);
+                }
+                // Ours after all (inserted concurrently), or deleted meanwhile: try again.
+                _ => continue,
+            }
         };
         store::record_access(tx, &audit(id, true, None)).await?;
         return Ok(StoreOutcome::Stored {
@@ -206,7 +210,7 @@ async fn delete_token(tx: &mut Tx, command: &DeleteCommand) -> Result<DeleteOutc
     let (token_id, outcome) = match deleted {
         Some(id) => (Some(id), DeleteOutcome::Deleted),
         None => (
-            store::find_id(tx, merchant_id, platform).await?,
+            store::find_owner(tx, merchant_id, platform).await?.map(|(id, _)| id),
             DeleteOutcome::NotFound,
         ),
     };
