@@ -210,7 +210,9 @@ async fn delete_token(tx: &mut Tx, command: &DeleteCommand) -> Result<DeleteOutc
     let (token_id, outcome) = match deleted {
         Some(id) => (Some(id), DeleteOutcome::Deleted),
         None => (
-            store::find_owner(tx, merchant_id, platform).await?.map(|(id, _)| id),
+            store::find_owner(tx, merchant_id, platform)
+                .await?
+                .map(|(id, _)| id),
             DeleteOutcome::NotFound,
         ),
     };

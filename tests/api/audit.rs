@@ -5,7 +5,10 @@ use serde_json::{json, Value};
 use crate::helpers::{client_jwt, spawn_app, token_body, Backend, OTHER_SERVICE_KEY, READER_KEY};
 use crate::on_both_backends;
 
-on_both_backends!(every_operation_is_audited, audit_failure_fails_the_operation_closed);
+on_both_backends!(
+    every_operation_is_audited,
+    audit_failure_fails_the_operation_closed
+);
 
 const SHOP: &str = "shop-a.myshopify.com";
 
@@ -21,7 +24,11 @@ async fn every_operation_is_audited(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.headers()["x-correlation-id"], "corr-write-1");
-    let token_id = response.json::<Value>().await.unwrap()["data"]["token_id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap();
+    let token_id = response.json::<Value>().await.unwrap()["data"]["token_id"]
+        .as_str()
+        .unwrap()
+        .parse::<uuid::Uuid>()
+        .unwrap();
 
     let response = app
         .client
@@ -40,7 +47,14 @@ async fn every_operation_is_audited(backend: Backend) {
     let rows = app.audit_rows("m-audit").await;
     let summary: Vec<_> = rows
         .iter()
-        .map(|r| (r.access_type.as_str(), r.accessed_by.as_str(), r.success, r.error_code.as_deref()))
+        .map(|r| {
+            (
+                r.access_type.as_str(),
+                r.accessed_by.as_str(),
+                r.success,
+                r.error_code.as_deref(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -48,22 +62,42 @@ async fn every_operation_is_audited(backend: Backend) {
             ("write", SHOP, true, None),
             ("read", "platform-connector", true, None),
             ("read", "platform-connector", true, None),
-            ("denied", "billing-service", false, Some("SERVICE_NOT_ALLOWED")),
+            (
+                "denied",
+                "billing-service",
+                false,
+                Some("SERVICE_NOT_ALLOWED")
+            ),
             ("delete", SHOP, true, None),
         ]
     );
     assert_eq!(rows[0].token_id, Some(token_id));
     assert_eq!(rows[0].correlation_id.as_deref(), Some("corr-write-1"));
     assert_eq!(rows[1].correlation_id.as_deref(), Some("corr-read-1"));
-    assert!(rows[2].correlation_id.as_deref().unwrap().starts_with("corr_"));
+    assert!(rows[2]
+        .correlation_id
+        .as_deref()
+        .unwrap()
+        .starts_with("corr_"));
     assert_eq!(rows[4].token_id, Some(token_id));
-    assert!(rows.iter().all(|r| r.platform_name.as_deref() == Some("shopify") || r.access_type == "denied"));
+    assert!(rows
+        .iter()
+        .all(|r| r.platform_name.as_deref() == Some("shopify") || r.access_type == "denied"));
 }
 
 /// With the audit table refusing inserts, nothing may change and no secret may leave.
 async fn audit_failure_fails_the_operation_closed(backend: Backend) {
     let app = spawn_app(backend).await;
-    app.store(SHOP, &token_body("m-closed", "shopify", SHOP, json!({"access_token": "shpat_before"}))).await;
+    app.store(
+        SHOP,
+        &token_body(
+            "m-closed",
+            "shopify",
+            SHOP,
+            json!({"access_token": "shpat_before"}),
+        ),
+    )
+    .await;
     let before = app.raw_row("m-closed", "shopify").await.unwrap();
 
     match backend {
@@ -92,20 +126,48 @@ async fn audit_failure_fails_the_operation_closed(backend: Backend) {
     assert_eq!(read.status(), 500);
     let text = read.text().await.unwrap();
     assert!(!text.contains("shpat_before"), "{text}");
-    assert!(!text.contains("audit store down"), "no driver message leaks: {text}");
+    assert!(
+        !text.contains("audit store down"),
+        "no driver message leaks: {text}"
+    );
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["error"]["code"], "INTERNAL_ERROR");
-    let error_id = body["error"]["details"]["error_id"].as_str().unwrap().to_owned();
-    assert!(crate::helpers::captured_logs().contains(&error_id), "error_id is logged");
+    let error_id = body["error"]["details"]["error_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        crate::helpers::captured_logs().contains(&error_id),
+        "error_id is logged"
+    );
 
-    let store = app.store(SHOP, &token_body("m-closed", "shopify", SHOP, json!({"access_token": "shpat_after"}))).await;
+    let store = app
+        .store(
+            SHOP,
+            &token_body(
+                "m-closed",
+                "shopify",
+                SHOP,
+                json!({"access_token": "shpat_after"}),
+            ),
+        )
+        .await;
     assert_eq!(store.status(), 500);
-    let new = app.store(SHOP, &token_body("m-closed", "magento", SHOP, json!({"k": 1}))).await;
+    let new = app
+        .store(
+            SHOP,
+            &token_body("m-closed", "magento", SHOP, json!({"k": 1})),
+        )
+        .await;
     assert_eq!(new.status(), 500);
     let delete = app.delete(SHOP, "m-closed", "shopify").await;
     assert_eq!(delete.status(), 500);
 
-    assert_eq!(app.raw_row("m-closed", "shopify").await.unwrap(), before, "counters and ciphertext unchanged");
+    assert_eq!(
+        app.raw_row("m-closed", "shopify").await.unwrap(),
+        before,
+        "counters and ciphertext unchanged"
+    );
     assert!(app.raw_row("m-closed", "magento").await.is_none());
 
     let drop_trigger = match backend {
@@ -114,5 +176,8 @@ async fn audit_failure_fails_the_operation_closed(backend: Backend) {
     };
     app.execute(drop_trigger).await;
     let data = app.read_data("m-closed").await;
-    assert_eq!(data["tokens"][0]["token_data"], json!({"access_token": "shpat_before"}));
+    assert_eq!(
+        data["tokens"][0]["token_data"],
+        json!({"access_token": "shpat_before"})
+    );
 }

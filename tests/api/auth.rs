@@ -18,7 +18,10 @@ on_both_backends!(
 
 const SHOP: &str = "shop-a.myshopify.com";
 
-async fn post_with(app: &crate::helpers::TestApp, authorization: Option<&str>) -> reqwest::Response {
+async fn post_with(
+    app: &crate::helpers::TestApp,
+    authorization: Option<&str>,
+) -> reqwest::Response {
     let mut request = app
         .client
         .post(format!("{}/api/v1/tokens", app.address))
@@ -50,14 +53,60 @@ async fn client_jwt_cases(backend: Backend) {
         ("wrong scheme", Some(format!("Basic {}", client_jwt(SHOP)))),
         ("no credential", Some("Bearer ".into())),
         ("garbage", Some("Bearer not.a.jwt".into())),
-        ("wrong secret", Some(format!("Bearer {}", sign(good.clone(), Algorithm::HS256, "another-secret-0123456789abcdefghijk")))),
-        ("alg none", Some(format!("Bearer {}", unsigned(good.clone())))),
-        ("HS384", Some(format!("Bearer {}", hs(good.clone(), Algorithm::HS384)))),
-        ("HS512", Some(format!("Bearer {}", hs(good.clone(), Algorithm::HS512)))),
-        ("expired", Some(format!("Bearer {}", hs(json!({"sub": SHOP, "exp": now() - 600}), Algorithm::HS256)))),
-        ("not yet valid", Some(format!("Bearer {}", hs(json!({"sub": SHOP, "exp": now() + 600, "nbf": now() + 300}), Algorithm::HS256)))),
-        ("no exp", Some(format!("Bearer {}", hs(json!({"sub": SHOP}), Algorithm::HS256)))),
-        ("no sub", Some(format!("Bearer {}", hs(json!({"exp": now() + 600}), Algorithm::HS256)))),
+        (
+            "wrong secret",
+            Some(format!(
+                "Bearer {}",
+                sign(
+                    good.clone(),
+                    Algorithm::HS256,
+                    "another-secret-0123456789abcdefghijk"
+                )
+            )),
+        ),
+        (
+            "alg none",
+            Some(format!("Bearer {}", unsigned(good.clone()))),
+        ),
+        (
+            "HS384",
+            Some(format!("Bearer {}", hs(good.clone(), Algorithm::HS384))),
+        ),
+        (
+            "HS512",
+            Some(format!("Bearer {}", hs(good.clone(), Algorithm::HS512))),
+        ),
+        (
+            "expired",
+            Some(format!(
+                "Bearer {}",
+                hs(json!({"sub": SHOP, "exp": now() - 600}), Algorithm::HS256)
+            )),
+        ),
+        (
+            "not yet valid",
+            Some(format!(
+                "Bearer {}",
+                hs(
+                    json!({"sub": SHOP, "exp": now() + 600, "nbf": now() + 300}),
+                    Algorithm::HS256
+                )
+            )),
+        ),
+        (
+            "no exp",
+            Some(format!(
+                "Bearer {}",
+                hs(json!({"sub": SHOP}), Algorithm::HS256)
+            )),
+        ),
+        (
+            "no sub",
+            Some(format!(
+                "Bearer {}",
+                hs(json!({"exp": now() + 600}), Algorithm::HS256)
+            )),
+        ),
         ("internal key", Some(format!("Bearer {READER_KEY}"))),
     ];
     for (case, header) in refused {
@@ -68,7 +117,10 @@ async fn client_jwt_cases(backend: Backend) {
     assert!(app.raw_row("m-auth", "shopify").await.is_none());
 
     // The subject is compared case-insensitively after trimming.
-    let loose = hs(json!({"sub": "  Shop-A.MyShopify.com ", "exp": now() + 600}), Algorithm::HS256);
+    let loose = hs(
+        json!({"sub": "  Shop-A.MyShopify.com ", "exp": now() + 600}),
+        Algorithm::HS256,
+    );
     let response = post_with(&app, Some(&format!("bearer {loose}"))).await;
     assert_eq!(response.status(), 201);
 }
@@ -83,8 +135,16 @@ async fn optional_exp_audience_and_issuer(backend: Backend) {
         ],
     )
     .await;
-    let ok = hs(json!({"sub": SHOP, "aud": "token-service", "iss": "glam-bff"}), Algorithm::HS256);
-    assert_eq!(post_with(&app, Some(&format!("Bearer {ok}"))).await.status(), 201);
+    let ok = hs(
+        json!({"sub": SHOP, "aud": "token-service", "iss": "glam-bff"}),
+        Algorithm::HS256,
+    );
+    assert_eq!(
+        post_with(&app, Some(&format!("Bearer {ok}")))
+            .await
+            .status(),
+        201
+    );
     for claims in [
         json!({"sub": SHOP, "aud": "other", "iss": "glam-bff"}),
         json!({"sub": SHOP, "aud": "token-service", "iss": "someone"}),
@@ -93,16 +153,29 @@ async fn optional_exp_audience_and_issuer(backend: Backend) {
         json!({"sub": SHOP, "aud": "token-service", "iss": "glam-bff", "exp": now() - 600}),
     ] {
         let token = hs(claims.clone(), Algorithm::HS256);
-        assert_eq!(post_with(&app, Some(&format!("Bearer {token}"))).await.status(), 401, "{claims}");
+        assert_eq!(
+            post_with(&app, Some(&format!("Bearer {token}")))
+                .await
+                .status(),
+            401,
+            "{claims}"
+        );
     }
 }
 
 async fn internal_key_cases(backend: Backend) {
     let app = spawn_app(backend).await;
-    app.store(SHOP, &token_body("m-key", "shopify", SHOP, json!({"k": 1}))).await;
+    app.store(SHOP, &token_body("m-key", "shopify", SHOP, json!({"k": 1})))
+        .await;
     let prefix = &READER_KEY[..READER_KEY.len() - 1];
     let longer = format!("{READER_KEY}0");
-    for key in ["wrong-key", prefix, longer.as_str(), "", "platform-connector"] {
+    for key in [
+        "wrong-key",
+        prefix,
+        longer.as_str(),
+        "",
+        "platform-connector",
+    ] {
         let response = app
             .client
             .get(format!("{}/api/v1/tokens/m-key", app.address))
@@ -123,7 +196,11 @@ async fn internal_key_cases(backend: Backend) {
 
 async fn service_not_on_the_allow_list_is_refused_and_audited(backend: Backend) {
     let app = spawn_app(backend).await;
-    app.store(SHOP, &token_body("m-deny", "shopify", SHOP, json!({"secret": "s3cr3t"}))).await;
+    app.store(
+        SHOP,
+        &token_body("m-deny", "shopify", SHOP, json!({"secret": "s3cr3t"})),
+    )
+    .await;
     let response = app.read(OTHER_SERVICE_KEY, "m-deny", "").await;
     assert_eq!(response.status(), 403);
     let text = response.text().await.unwrap();

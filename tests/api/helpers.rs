@@ -81,7 +81,10 @@ pub async fn postgres_available() -> bool {
             true
         }
         Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("PostgreSQL is unreachable at {} and CI=true: {e}", postgres_admin_url())
+            panic!(
+                "PostgreSQL is unreachable at {} and CI=true: {e}",
+                postgres_admin_url()
+            )
         }
         Err(e) => {
             eprintln!("skipping a PostgreSQL test: server unreachable ({e})");
@@ -108,15 +111,26 @@ impl TestDatabase {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}/token-service.db", dir.path().display());
-                Self { url, pg_name: None, _dir: Some(dir) }
+                Self {
+                    url,
+                    pg_name: None,
+                    _dir: Some(dir),
+                }
             }
             Backend::Postgres => {
                 let name = format!("ts_test_{}", Uuid::new_v4().simple());
                 let mut admin = PgConnection::connect(&postgres_admin_url()).await.unwrap();
-                admin.execute(format!(r#"CREATE DATABASE "{name}""#).as_str()).await.unwrap();
+                admin
+                    .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+                    .await
+                    .unwrap();
                 let base = postgres_admin_url();
                 let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
-                Self { url, pg_name: Some(name), _dir: None }
+                Self {
+                    url,
+                    pg_name: Some(name),
+                    _dir: None,
+                }
             }
         }
     }
@@ -124,7 +138,10 @@ impl TestDatabase {
     /// The SQLite file (and its WAL) on disk.
     pub fn sqlite_files(&self) -> Vec<std::path::PathBuf> {
         let dir = self._dir.as_ref().expect("a SQLite database");
-        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect()
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
     }
 }
 
@@ -134,11 +151,20 @@ impl Drop for TestDatabase {
             let admin = postgres_admin_url();
             // Drop is synchronous; a short-lived runtime on another thread does the async work.
             let _ = std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-                    if let Ok(mut conn) = PgConnection::connect(&admin).await {
-                        let _ = conn.execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str()).await;
-                    }
-                })
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(async {
+                        if let Ok(mut conn) = PgConnection::connect(&admin).await {
+                            let _ = conn
+                                .execute(
+                                    format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)
+                                        .as_str(),
+                                )
+                                .await;
+                        }
+                    })
             })
             .join();
         }
@@ -192,19 +218,36 @@ pub async fn spawn_app_on(database: TestDatabase, overrides: &[(&str, &str)]) ->
         .expect("service starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
-    let db = Db::connect(&database.url, token_service::store::PoolSettings { max_connections: 2 })
-        .await
-        .unwrap();
-    TestApp { address, client: reqwest::Client::new(), db, database }
+    let db = Db::connect(
+        &database.url,
+        token_service::store::PoolSettings { max_connections: 2 },
+    )
+    .await
+    .unwrap();
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        db,
+        database,
+    }
 }
 
 /// A client JWT for `shop`, valid for an hour.
 pub fn client_jwt(shop: &str) -> String {
-    sign(json!({"sub": shop, "exp": now() + 3600, "scope": "tokens:write"}), Algorithm::HS256, CLIENT_SECRET)
+    sign(
+        json!({"sub": shop, "exp": now() + 3600, "scope": "tokens:write"}),
+        Algorithm::HS256,
+        CLIENT_SECRET,
+    )
 }
 
 pub fn sign(claims: Value, alg: Algorithm, secret: &str) -> String {
-    encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    encode(
+        &Header::new(alg),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
 }
 
 pub fn now() -> i64 {
@@ -266,7 +309,10 @@ impl TestApp {
 
     pub async fn delete(&self, shop: &str, merchant: &str, platform: &str) -> reqwest::Response {
         self.client
-            .delete(format!("{}/api/v1/tokens/{merchant}/{platform}", self.address))
+            .delete(format!(
+                "{}/api/v1/tokens/{merchant}/{platform}",
+                self.address
+            ))
             .bearer_auth(client_jwt(shop))
             .send()
             .await
@@ -338,8 +384,20 @@ impl TestApp {
         const SQL: &str = "UPDATE platform_tokens SET encrypted_token = $1 \
              WHERE merchant_id = $2 AND platform_name = $3";
         match &self.db {
-            Db::Sqlite(pool) => sqlx::query(SQL).bind(ciphertext).bind(merchant).bind(platform).execute(pool).await.map(drop),
-            Db::Postgres(pool) => sqlx::query(SQL).bind(ciphertext).bind(merchant).bind(platform).execute(pool).await.map(drop),
+            Db::Sqlite(pool) => sqlx::query(SQL)
+                .bind(ciphertext)
+                .bind(merchant)
+                .bind(platform)
+                .execute(pool)
+                .await
+                .map(drop),
+            Db::Postgres(pool) => sqlx::query(SQL)
+                .bind(ciphertext)
+                .bind(merchant)
+                .bind(platform)
+                .execute(pool)
+                .await
+                .map(drop),
         }
         .unwrap();
     }
@@ -370,5 +428,8 @@ impl TestApp {
 /// `error.code` of an error envelope.
 pub async fn error_code(response: reqwest::Response) -> String {
     let body: Value = response.json().await.unwrap();
-    body["error"]["code"].as_str().unwrap_or_default().to_owned()
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -13,7 +13,10 @@ fn assert_common_headers(response: &reqwest::Response) {
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["x-service-name"], "token-service");
     let request_id = headers["x-request-id"].to_str().unwrap();
-    assert!(request_id.starts_with("req_") && request_id.len() == 16, "{request_id}");
+    assert!(
+        request_id.starts_with("req_") && request_id.len() == 16,
+        "{request_id}"
+    );
     assert!(headers.contains_key("x-correlation-id"));
 }
 
@@ -38,11 +41,17 @@ async fn envelope_and_headers_on_every_response(backend: Backend) {
         assert_eq!(response.status().as_u16(), status, "{method} {path}");
         assert_common_headers(&response);
         assert_eq!(response.headers()["x-correlation-id"], "corr-proto");
-        let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let request_id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["meta"]["request_id"], request_id.as_str());
         assert_eq!(body["meta"]["correlation_id"], "corr-proto");
-        assert!(chrono::DateTime::parse_from_rfc3339(body["meta"]["timestamp"].as_str().unwrap()).is_ok());
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(body["meta"]["timestamp"].as_str().unwrap())
+                .is_ok()
+        );
         match code {
             None => assert!(body["data"].is_object()),
             Some(code) => {
@@ -55,9 +64,22 @@ async fn envelope_and_headers_on_every_response(backend: Backend) {
 
 async fn probes_answer(backend: Backend) {
     let app = spawn_app(backend).await;
-    let health: Value = app.client.get(format!("{}/health", app.address)).send().await.unwrap().json().await.unwrap();
+    let health: Value = app
+        .client
+        .get(format!("{}/health", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["data"]["status"], "healthy");
     assert_eq!(health["data"]["service"], "token-service");
-    let ready = app.client.get(format!("{}/ready", app.address)).send().await.unwrap();
+    let ready = app
+        .client
+        .get(format!("{}/ready", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
 }

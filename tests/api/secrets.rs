@@ -17,7 +17,12 @@ async fn canary_never_appears_at_rest_or_in_logs(backend: Backend) {
     let app = spawn_app(backend).await;
     let canary = format!("canary_{}", uuid::Uuid::new_v4().simple());
     let jwt = client_jwt(SHOP);
-    let body = token_body("m-canary", "shopify", SHOP, json!({"access_token": canary, "refresh": format!("{canary}-r")}));
+    let body = token_body(
+        "m-canary",
+        "shopify",
+        SHOP,
+        json!({"access_token": canary, "refresh": format!("{canary}-r")}),
+    );
     let response = app
         .client
         .post(format!("{}/api/v1/tokens", app.address))
@@ -27,9 +32,15 @@ async fn canary_never_appears_at_rest_or_in_logs(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let read = app.read_data("m-canary").await;
-    assert_eq!(read["tokens"][0]["token_data"]["access_token"], canary.as_str());
+    assert_eq!(
+        read["tokens"][0]["token_data"]["access_token"],
+        canary.as_str()
+    );
     // Failed and refused requests carrying the canary must not echo it either.
     let mut bad = body.clone();
     bad["token_type"] = json!(canary);
@@ -48,7 +59,10 @@ async fn canary_never_appears_at_rest_or_in_logs(backend: Backend) {
 
     let stored = app.everything_stored().await;
     let stored = String::from_utf8_lossy(&stored);
-    assert!(!stored.contains(&canary), "the canary is in the database in clear");
+    assert!(
+        !stored.contains(&canary),
+        "the canary is in the database in clear"
+    );
     assert!(stored.contains("tse1.key_v1.") || backend == Backend::Sqlite);
 
     let logs = captured_logs();
@@ -62,27 +76,56 @@ async fn canary_never_appears_at_rest_or_in_logs(backend: Backend) {
 
 async fn ciphertext_moved_to_another_row_does_not_decrypt(backend: Backend) {
     let app = spawn_app(backend).await;
-    app.store(SHOP, &token_body("m-victim", "shopify", SHOP, json!({"owner": "victim"}))).await;
-    app.store(SHOP, &token_body("m-attacker", "shopify", SHOP, json!({"owner": "attacker"}))).await;
-    app.store(SHOP, &token_body("m-attacker", "magento", SHOP, json!({"owner": "attacker-2"}))).await;
+    app.store(
+        SHOP,
+        &token_body("m-victim", "shopify", SHOP, json!({"owner": "victim"})),
+    )
+    .await;
+    app.store(
+        SHOP,
+        &token_body("m-attacker", "shopify", SHOP, json!({"owner": "attacker"})),
+    )
+    .await;
+    app.store(
+        SHOP,
+        &token_body(
+            "m-attacker",
+            "magento",
+            SHOP,
+            json!({"owner": "attacker-2"}),
+        ),
+    )
+    .await;
     let victims = app.raw_row("m-victim", "shopify").await.unwrap().0;
     app.set_ciphertext("m-attacker", "shopify", &victims).await;
 
     let data = app.read_data("m-attacker").await;
-    assert_eq!(data["failed"], json!([{"platform_name": "shopify", "code": "DECRYPTION_FAILED"}]));
+    assert_eq!(
+        data["failed"],
+        json!([{"platform_name": "shopify", "code": "DECRYPTION_FAILED"}])
+    );
     let tokens = data["tokens"].as_array().unwrap();
     assert_eq!(tokens.len(), 1, "the healthy row is still returned");
     assert_eq!(tokens[0]["token_data"], json!({"owner": "attacker-2"}));
     assert!(!data.to_string().contains("victim"));
 
-    let failed: Vec<_> = app.audit_rows("m-attacker").await.into_iter().filter(|r| r.access_type == "read" && !r.success).collect();
+    let failed: Vec<_> = app
+        .audit_rows("m-attacker")
+        .await
+        .into_iter()
+        .filter(|r| r.access_type == "read" && !r.success)
+        .collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].error_code.as_deref(), Some("DECRYPTION_FAILED"));
 }
 
 async fn tampered_ciphertext_is_reported_as_failed(backend: Backend) {
     let app = spawn_app(backend).await;
-    app.store(SHOP, &token_body("m-flip", "shopify", SHOP, json!({"k": "v"}))).await;
+    app.store(
+        SHOP,
+        &token_body("m-flip", "shopify", SHOP, json!({"k": "v"})),
+    )
+    .await;
     let original = app.raw_row("m-flip", "shopify").await.unwrap().0;
     let mut bytes = original.into_bytes();
     let last = bytes.len() - 3;

@@ -21,7 +21,10 @@ async fn round_trip_returns_token_data_exactly(backend: Backend) {
     let token_data = r#"{"z_last":1,"access_token":"shpat_abc","price":1.50,"big":12345678901234567890123,"nested":{"list":[1,2.5,null,true,{"deep":"café ✓ 🚀"}],"esc":"a\"b\\c\nd"},"a_first":"x"}"#;
     let body_text = token_body("m-round", "shopify", "shop-a.myshopify.com", json!({}))
         .to_string()
-        .replace(r#""token_data":{}"#, &format!(r#""token_data":{token_data}"#));
+        .replace(
+            r#""token_data":{}"#,
+            &format!(r#""token_data":{token_data}"#),
+        );
     assert!(body_text.contains(token_data));
     let response = app
         .client
@@ -41,7 +44,10 @@ async fn round_trip_returns_token_data_exactly(backend: Backend) {
     let response = app.read(READER_KEY, "m-round", "").await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    assert!(text.contains(&format!(r#""token_data":{token_data}"#)), "{text}");
+    assert!(
+        text.contains(&format!(r#""token_data":{token_data}"#)),
+        "{text}"
+    );
     let data: Value = serde_json::from_str::<Value>(&text).unwrap()["data"].clone();
     let token = &data["tokens"][0];
     assert_eq!(data["tokens"].as_array().unwrap().len(), 1);
@@ -58,14 +64,22 @@ async fn round_trip_returns_token_data_exactly(backend: Backend) {
 async fn storing_again_replaces_the_token_in_place(backend: Backend) {
     let app = spawn_app(backend).await;
     let shop = "shop-a.myshopify.com";
-    let first = app.store(shop, &token_body("m-up", "shopify", shop, json!({"access_token": "old"}))).await;
+    let first = app
+        .store(
+            shop,
+            &token_body("m-up", "shopify", shop, json!({"access_token": "old"})),
+        )
+        .await;
     let first_id = first.json::<Value>().await.unwrap()["data"]["token_id"].clone();
     let mut body = token_body("m-up", "shopify", shop, json!({"access_token": "new"}));
     body["token_type"] = json!("bearer");
     body["platform_shop_id"] = json!("shop-456");
     let second = app.store(shop, &body).await;
     assert_eq!(second.status(), 201);
-    assert_eq!(second.json::<Value>().await.unwrap()["data"]["token_id"], first_id);
+    assert_eq!(
+        second.json::<Value>().await.unwrap()["data"]["token_id"],
+        first_id
+    );
 
     let data = app.read_data("m-up").await;
     let tokens = data["tokens"].as_array().unwrap();
@@ -82,7 +96,9 @@ async fn platform_filter_narrows_the_answer(backend: Backend) {
         let body = token_body("m-filter", platform, shop, json!({"platform": platform}));
         assert_eq!(app.store(shop, &body).await.status(), 201);
     }
-    let response = app.read(READER_KEY, "m-filter", "?platform=woocommerce").await;
+    let response = app
+        .read(READER_KEY, "m-filter", "?platform=woocommerce")
+        .await;
     assert_eq!(response.status(), 200);
     let data = response.json::<Value>().await.unwrap()["data"].clone();
     let tokens = data["tokens"].as_array().unwrap();
@@ -101,7 +117,10 @@ async fn platform_filter_narrows_the_answer(backend: Backend) {
     assert_eq!(response.status(), 422);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "VALIDATION_ERROR");
-    assert_eq!(body["error"]["details"]["validation_errors"][0]["field"], "platform");
+    assert_eq!(
+        body["error"]["details"]["validation_errors"][0]["field"],
+        "platform"
+    );
 }
 
 async fn is_expired_follows_expires_at(backend: Backend) {
@@ -116,12 +135,21 @@ async fn is_expired_follows_expires_at(backend: Backend) {
 
     let data = app.read_data("m-exp").await;
     let by_platform = |p: &str| {
-        data["tokens"].as_array().unwrap().iter().find(|t| t["platform_name"] == p).unwrap().clone()
+        data["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["platform_name"] == p)
+            .unwrap()
+            .clone()
     };
     assert_eq!(by_platform("shopify")["is_expired"], true);
     assert_eq!(by_platform("shopify")["expires_at"], "2020-01-01T00:00:00Z");
     assert_eq!(by_platform("magento")["is_expired"], false);
-    assert_eq!(by_platform("magento")["expires_at"], "2099-06-30T10:00:00.250Z");
+    assert_eq!(
+        by_platform("magento")["expires_at"],
+        "2099-06-30T10:00:00.250Z"
+    );
 }
 
 async fn unknown_merchant_is_an_empty_answer(backend: Backend) {
@@ -133,12 +161,17 @@ async fn unknown_merchant_is_an_empty_answer(backend: Backend) {
 async fn owner_can_delete_and_then_it_is_gone(backend: Backend) {
     let app = spawn_app(backend).await;
     let shop = "shop-a.myshopify.com";
-    app.store(shop, &token_body("m-del", "shopify", shop, json!({"a": 1}))).await;
-    app.store(shop, &token_body("m-del", "magento", shop, json!({"b": 2}))).await;
+    app.store(shop, &token_body("m-del", "shopify", shop, json!({"a": 1})))
+        .await;
+    app.store(shop, &token_body("m-del", "magento", shop, json!({"b": 2})))
+        .await;
 
     let response = app.delete(shop, "m-del", "shopify").await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap()["data"], json!({"status": "deleted"}));
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["data"],
+        json!({"status": "deleted"})
+    );
     let data = app.read_data("m-del").await;
     assert_eq!(data["tokens"].as_array().unwrap().len(), 1);
     assert_eq!(data["tokens"][0]["platform_name"], "magento");
@@ -170,9 +203,18 @@ async fn concurrent_operations_all_commit(backend: Backend) {
     for m in 0..8 {
         let merchant = format!("m-conc-{m}");
         let rows = app.audit_rows(&merchant).await;
-        writes += rows.iter().filter(|r| r.access_type == "write" && r.success).count();
+        writes += rows
+            .iter()
+            .filter(|r| r.access_type == "write" && r.success)
+            .count();
         // Each merchant got 8 stores: two on each of 4 platforms, racing each other.
-        assert_eq!(app.read_data(&merchant).await["tokens"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            app.read_data(&merchant).await["tokens"]
+                .as_array()
+                .unwrap()
+                .len(),
+            4
+        );
     }
     assert_eq!(writes, 64);
 }
