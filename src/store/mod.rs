@@ -171,11 +171,14 @@ impl Db {
         Ok(())
     }
 
+    /// Starts a transaction. Not getting a connection at all means the database is down,
+    /// whatever the driver's reason.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(match self {
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
-            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-        })
+        match self {
+            Db::Sqlite(pool) => pool.begin().await.map(Tx::Sqlite),
+            Db::Postgres(pool) => pool.begin().await.map(Tx::Postgres),
+        }
+        .map_err(StoreError::Unavailable)
     }
 
     /// How many group-commit writers make sense: SQLite has a single writer.

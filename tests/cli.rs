@@ -1,0 +1,264 @@
+//! The binary itself: start-up refusals, `serve --dev`, `keygen`, graceful shutdown.
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_token-service");
+
+/// The binary with an empty environment (plus PATH) in `dir`.
+fn command(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir);
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("the binary runs")
+}
+
+fn valid_env<'a>(cmd: &'a mut Command, db: &str) -> &'a mut Command {
+    cmd.env("DATABASE_URL", db)
+        .env(
+            "CLIENT_JWT_SECRET",
+            "cli-test-client-secret-0123456789abcdef",
+        )
+        .env(
+            "INTERNAL_JWT_SECRET",
+            "platform-connector:cli-key-0123456789",
+        )
+        .env(
+            "TOKEN_ENCRYPTION_KEY",
+            "cli-test-encryption-key-0123456789abcdef",
+        )
+        .env("API_HOST", "127.0.0.1")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(command(dir.path()).arg("serve"));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("CLIENT_JWT_SECRET"), "{stderr}");
+
+    let db = format!("sqlite://{}/t.db", dir.path().display());
+    let out = run(valid_env(&mut command(dir.path()), &db)
+        .env("TOKEN_ENCRYPTION_KEY", "tiny-xyz")
+        .arg("serve"));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TOKEN_ENCRYPTION_KEY") && stderr.contains("32"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("tiny-xyz"),
+        "the value itself is not echoed: {stderr}"
+    );
+    assert!(
+        !dir.path().join("t.db").exists(),
+        "nothing started before the check"
+    );
+
+    let out = run(valid_env(&mut command(dir.path()), &db)
+        .env(
+            "TOKEN_ENCRYPTION_OLD_KEYS",
+            "key_v1:another-secret-0123456789abcdefgh",
+        )
+        .arg("serve"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("more than once"));
+}
+
+#[test]
+fn a_dot_env_file_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "CLIENT_JWT_SECRET=from-dot-env-0123456789abcdef0123\n",
+    )
+    .unwrap();
+    let out = run(command(dir.path()).arg("serve"));
+    assert_eq!(out.status.code(), Some(2));
+    // CLIENT_JWT_SECRET came from .env, so the next missing variable is reported.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("INTERNAL_JWT_SECRET"));
+}
+
+#[test]
+fn dev_mode_refuses_production() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(command(dir.path())
+        .env("APP_ENV", "production")
+        .args(["serve", "--dev"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("APP_ENV"));
+    assert!(!dir.path().join("data").exists());
+}
+
+#[test]
+fn keygen_prints_a_usable_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(command(dir.path()).arg("keygen"));
+    assert!(out.status.success());
+    let secret = String::from_utf8(out.stdout).unwrap();
+    assert!(secret.trim().len() >= 32);
+}
+
+#[test]
+fn migrate_creates_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/m.db", dir.path().display());
+    let out = run(command(dir.path()).env("DATABASE_URL", &db).arg("migrate"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = run(command(dir.path()).env("DATABASE_URL", &db).arg("migrate"));
+    assert!(again.status.success(), "migrations are idempotent");
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_until_up(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn dev_mode_works_without_settings_and_keeps_its_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let start = || {
+        let child = command(dir.path())
+            .env("TOKEN_API_EXTERNAL_PORT", port.to_string())
+            .args(["serve", "--dev"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until_up(port);
+        Server(child)
+    };
+
+    let mut server = start();
+    let secrets = dir.path().join("data/dev-secrets.env");
+    let mode = std::fs::metadata(&secrets).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(dir.path().join("data/token-service.db").exists());
+    let first = std::fs::read_to_string(&secrets).unwrap();
+    sigterm(&server.0);
+    assert!(wait_exit(&mut server.0).success());
+    let mut printed = String::new();
+    std::io::Read::read_to_string(server.0.stdout.as_mut().unwrap(), &mut printed).unwrap();
+    assert!(printed.contains("curl -sS -X POST"), "{printed}");
+    assert!(printed.contains("/api/v1/tokens/merchant-1?platform=shopify"));
+    assert!(printed.contains("-X DELETE"));
+
+    let _again = start();
+    assert_eq!(
+        std::fs::read_to_string(&secrets).unwrap(),
+        first,
+        "secrets are reused"
+    );
+}
+
+/// SIGTERM while requests are in flight: they all finish, and the process exits cleanly.
+#[test]
+fn sigterm_finishes_in_flight_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let db = format!("sqlite://{}/s.db", dir.path().display());
+    let child = valid_env(&mut command(dir.path()), &db)
+        .env("TOKEN_API_EXTERNAL_PORT", port.to_string())
+        .arg("serve")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    wait_until_up(port);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (ok, cut) = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}/api/v1/tokens/m-1");
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (client, url) = (client.clone(), url.clone());
+            tasks.spawn(async move {
+                let (mut ok, mut cut) = (0, 0);
+                for _ in 0..200 {
+                    match client
+                        .get(&url)
+                        .bearer_auth("cli-key-0123456789")
+                        .send()
+                        .await
+                    {
+                        Ok(r) => match r.text().await {
+                            Ok(_) => ok += 1,
+                            Err(_) => cut += 1,
+                        },
+                        // Refused once the listener is closed: fine, it never started.
+                        Err(e) if e.is_connect() => break,
+                        Err(_) => cut += 1,
+                    }
+                }
+                (ok, cut)
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sigterm(&server.0);
+        let (mut ok, mut cut) = (0, 0);
+        while let Some(r) = tasks.join_next().await {
+            let (o, c) = r.unwrap();
+            ok += o;
+            cut += c;
+        }
+        (ok, cut)
+    });
+    assert!(ok > 0);
+    assert_eq!(cut, 0, "a request was cut off mid-flight");
+    assert!(wait_exit(&mut server.0).success());
+}
