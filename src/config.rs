@@ -3,25 +3,28 @@
 //! Every variable is documented where it is read. A missing or invalid one is a
 //! [`ConfigError`] naming the variable and its rule; the binary prints it and exits 2.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::crypto::{KeyId, Keyring, KeyringError};
+use crate::refresh::settings::RefreshSettings;
 
 /// A setting that is missing or breaks its rule.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("configuration error: {var}: {rule}")]
 pub struct ConfigError {
-    pub var: &'static str,
+    pub var: Cow<'static, str>,
     pub rule: String,
 }
 
 impl ConfigError {
-    fn new(var: &'static str, rule: impl Into<String>) -> Self {
+    pub fn new(var: impl Into<Cow<'static, str>>, rule: impl Into<String>) -> Self {
         Self {
-            var,
+            var: var.into(),
             rule: rule.into(),
         }
     }
@@ -81,6 +84,7 @@ pub struct Config {
     pub request_timeout: Duration,
     pub db_max_connections: u32,
     pub db_writers: usize,
+    pub refresh: Arc<RefreshSettings>,
 }
 
 /// The embedded default store.
@@ -237,6 +241,9 @@ impl Config {
             ));
         }
 
+        // Token refresh: see `RefreshSettings::from_lookup` for its variables.
+        let refresh = Arc::new(RefreshSettings::from_lookup(&var)?);
+
         Ok(Self {
             app_env,
             debug,
@@ -253,6 +260,7 @@ impl Config {
             request_timeout,
             db_max_connections,
             db_writers,
+            refresh,
         })
     }
 

@@ -7,9 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::http::{self, auth::Authenticator, AppState};
+use crate::refresh::{spawn_background_refresh, Refresher};
 use crate::store::{Db, PoolSettings};
 use crate::vault::{Committer, Vault};
 
@@ -20,6 +23,8 @@ pub struct Application {
     router: Router,
     committer: Committer,
     db: Db,
+    stop_background: watch::Sender<bool>,
+    background: Option<JoinHandle<()>>,
 }
 
 /// Start-up choices that are not configuration.
@@ -49,7 +54,17 @@ impl Application {
             &config.internal_keys,
             config.allowed_readers.clone(),
         ));
-        let router = http::router(AppState { vault, auth }, config.request_timeout);
+        let refresher = Refresher::new(vault.clone(), config.refresh.clone());
+        let (stop_background, stopped) = watch::channel(false);
+        let background = refresher
+            .is_enabled()
+            .then(|| spawn_background_refresh(refresher.clone(), stopped));
+        let state = AppState {
+            vault,
+            auth,
+            refresher,
+        };
+        let router = http::router(state, config.request_timeout);
 
         let address = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&address)
@@ -62,6 +77,8 @@ impl Application {
             router,
             committer,
             db,
+            stop_background,
+            background,
         })
     }
 
@@ -82,6 +99,10 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP")?;
+        let _ = self.stop_background.send(true);
+        if let Some(background) = self.background {
+            let _ = background.await;
+        }
         self.committer.finish().await;
         self.db.close().await;
         tracing::info!("stopped");

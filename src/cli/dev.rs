@@ -23,11 +23,8 @@ const DEV_SHOP: &str = "dev-shop.myshopify.com";
 /// The configuration for `--dev`: environment first, then the dev secrets, then dev defaults.
 pub fn config() -> Result<Config, CliError> {
     if std::env::var("APP_ENV").is_ok_and(|e| e.trim().eq_ignore_ascii_case("production")) {
-        return Err(ConfigError {
-            var: "APP_ENV",
-            rule: "serve --dev refuses to run with APP_ENV=production".into(),
-        }
-        .into());
+        let rule = "serve --dev refuses to run with APP_ENV=production";
+        return Err(ConfigError::new("APP_ENV", rule).into());
     }
     let secrets = load_or_create_secrets(Path::new(SECRETS_FILE))?;
     let defaults: HashMap<&str, &str> = HashMap::from([

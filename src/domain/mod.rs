@@ -6,7 +6,7 @@ mod token_data;
 
 pub use identifiers::{MerchantId, Platform, PlatformShopId, Scopes, ShopDomain, TokenType};
 pub use store_request::StoreTokenRequest;
-pub use token_data::TokenDataJson;
+pub use token_data::{TokenDataHints, TokenDataJson};
 
 use serde::Serialize;
 

@@ -49,6 +49,36 @@ impl TokenDataJson {
         self.0.get()
     }
 
+    /// The few fields the vault itself looks at (a refresh token, a lifetime).
+    pub fn hints(&self) -> TokenDataHints {
+        #[derive(serde::Deserialize)]
+        struct Probe<'a> {
+            #[serde(borrow, default)]
+            refresh_token: Option<&'a RawValue>,
+            #[serde(default)]
+            expires_in: Option<serde_json::Value>,
+            #[serde(default)]
+            expires_at: Option<serde_json::Value>,
+        }
+        let probe = serde_json::from_str::<Probe>(self.as_str()).ok();
+        TokenDataHints {
+            has_refresh_token: probe
+                .as_ref()
+                .and_then(|p| p.refresh_token)
+                .is_some_and(|t| t.get().starts_with('"') && t.get() != "\"\""),
+            expires_in: probe
+                .as_ref()
+                .and_then(|p| p.expires_in.as_ref())
+                .and_then(|v| v.as_u64()),
+            expires_at: probe
+                .as_ref()
+                .and_then(|p| p.expires_at.as_ref())
+                .and_then(|v| v.as_str())
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&chrono::Utc)),
+        }
+    }
+
     pub fn as_raw(&self) -> &RawValue {
         &self.0
     }
@@ -64,6 +94,17 @@ impl serde::Serialize for TokenDataJson {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)
     }
+}
+
+/// What the vault reads from a credential's payload without keeping it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenDataHints {
+    /// A non-empty string `refresh_token` is present: the token can be refreshed.
+    pub has_refresh_token: bool,
+    /// `expires_in` seconds, as an OAuth token response carries it.
+    pub expires_in: Option<u64>,
+    /// `expires_at` as an RFC 3339 string, as this service writes it after a refresh.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Deepest nesting of objects and arrays in already-valid JSON text.
@@ -133,6 +174,36 @@ mod tests {
             TokenDataJson::parse(raw(&deep)).unwrap_err().kind,
             "too_deep"
         );
+    }
+
+    #[test]
+    fn hints_find_a_refresh_token_and_lifetime() {
+        let data = TokenDataJson::parse(raw(
+            r#"{"access_token":"a","refresh_token":"r","expires_in":3600}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            data.hints(),
+            TokenDataHints {
+                has_refresh_token: true,
+                expires_in: Some(3600),
+                expires_at: None
+            }
+        );
+        for text in [
+            r#"{"access_token":"a"}"#,
+            r#"{"refresh_token":""}"#,
+            r#"{"refresh_token":null}"#,
+            r#"{"refresh_token":{"x":1}}"#,
+        ] {
+            assert!(
+                !TokenDataJson::parse(raw(text))
+                    .unwrap()
+                    .hints()
+                    .has_refresh_token,
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub enum ApiError {
     ServiceNotAllowed,
     #[error("token not found")]
     TokenNotFound,
+    #[error("this token cannot be refreshed (no refresh token, or no provider configured)")]
+    NotRefreshable,
+    #[error("the platform did not refresh the token")]
+    RefreshFailed(&'static str),
     #[error("no such route")]
     NotFound,
     #[error("method not allowed on this route")]
@@ -54,6 +58,8 @@ impl ApiError {
             ApiError::Unauthorized(_) | ApiError::DomainMismatch { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::ServiceNotAllowed => StatusCode::FORBIDDEN,
             ApiError::TokenNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotRefreshable => StatusCode::CONFLICT,
+            ApiError::RefreshFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -70,6 +76,8 @@ impl ApiError {
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::ServiceNotAllowed => "SERVICE_NOT_ALLOWED",
             ApiError::TokenNotFound => "TOKEN_NOT_FOUND",
+            ApiError::NotRefreshable => "NOT_REFRESHABLE",
+            ApiError::RefreshFailed(_) => "REFRESH_FAILED",
             ApiError::NotFound => "NOT_FOUND",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
@@ -89,6 +97,7 @@ impl ApiError {
                 request_domain,
             } => Some(json!({"jwt_domain": jwt_domain, "request_domain": request_domain})),
             ApiError::Validation(errors) => Some(json!({ "validation_errors": errors })),
+            ApiError::RefreshFailed(reason) => Some(json!({ "reason": reason })),
             ApiError::Unavailable | ApiError::Timeout => Some(json!({ "retryable": true })),
             ApiError::Internal(cause) => {
                 let error_id = format!("err_{}", crate::http::context::random_hex12());

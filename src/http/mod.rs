@@ -17,6 +17,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use self::auth::Authenticator;
 use self::error::ApiError;
+use crate::refresh::Refresher;
 use crate::vault::Vault;
 
 pub use body::MAX_BODY_BYTES;
@@ -26,6 +27,7 @@ pub use body::MAX_BODY_BYTES;
 pub struct AppState {
     pub vault: Vault,
     pub auth: Arc<Authenticator>,
+    pub refresher: Arc<Refresher>,
 }
 
 /// The whole HTTP application.

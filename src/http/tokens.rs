@@ -17,8 +17,8 @@ use super::error::ApiError;
 use super::AppState;
 use crate::domain::{FieldError, MerchantId, Platform, StoreTokenRequest, TokenDataJson};
 use crate::vault::{
-    AuditContext, DeleteCommand, DeleteOutcome, DeniedRead, FailedToken, ReadCommand, StoreOutcome,
-    TokenView,
+    AuditContext, DeleteCommand, DeleteOutcome, DeniedRead, FailedToken, ReadCommand, ReadOutcome,
+    ReadRefresh, RefreshFailure, StoreOutcome, TokenView,
 };
 
 pub fn router() -> Router<AppState> {
@@ -28,6 +28,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/api/v1/tokens/{merchant_id}/{platform}",
             delete(delete_token),
+        )
+        .route(
+            "/api/v1/tokens/{merchant_id}/{platform}/refresh",
+            post(refresh_token),
         )
 }
 
@@ -82,14 +86,40 @@ struct ReadQuery {
 }
 
 #[derive(Serialize)]
-struct TokenList {
+pub(super) struct TokenList {
     tokens: Vec<TokenData>,
     failed: Vec<Failed>,
 }
 
+impl TokenList {
+    pub(super) fn new(outcome: ReadOutcome) -> Self {
+        let now = Utc::now();
+        Self {
+            tokens: outcome
+                .tokens
+                .into_iter()
+                .map(|v| TokenData::new(v, now))
+                .collect(),
+            failed: outcome
+                .failed
+                .into_iter()
+                .map(
+                    |FailedToken {
+                         platform_name,
+                         code,
+                     }| Failed {
+                        platform_name,
+                        code,
+                    },
+                )
+                .collect(),
+        }
+    }
+}
+
 /// One credential as internal callers receive it (the original service's `TokenData`).
 #[derive(Serialize)]
-struct TokenData {
+pub(super) struct TokenData {
     platform_name: String,
     platform_shop_id: String,
     domain: String,
@@ -98,6 +128,9 @@ struct TokenData {
     expires_at: Option<String>,
     is_expired: bool,
     scopes: Option<String>,
+    /// Present only when a due refresh failed and the still-valid old token is returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -119,11 +152,13 @@ impl TokenData {
             token_data: view.token_data,
             token_type: view.token_type,
             scopes: view.scopes,
+            refresh_error: view.refresh_error,
         }
     }
 }
 
 /// Returns a merchant's credentials decrypted, to allow-listed internal services only.
+/// Tokens about to expire are refreshed first.
 async fn read_tokens(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -134,64 +169,80 @@ async fn read_tokens(
 ) -> Result<Response, ApiError> {
     // An empty `platform=` means no filter, as in the original service.
     let platform = query.platform.filter(|p| !p.is_empty());
-    let denial = if !state.auth.may_read(&auth.service) {
-        Some((ApiError::ServiceNotAllowed, "SERVICE_NOT_ALLOWED"))
-    } else {
-        let mut errors: Vec<FieldError> = Vec::new();
-        if let Err(e) = MerchantId::parse(&merchant_id) {
-            errors.push(e);
+    let command = authorize_read(&state, &auth, &ctx, peer, &merchant_id, platform).await?;
+    let outcome = state.refresher.read(command).await?;
+    Ok(envelope(&ctx, StatusCode::OK, &TokenList::new(outcome)))
+}
+
+/// The reader allow-list and input checks of reads; refusals are audited before answering.
+pub(super) async fn authorize_read(
+    state: &AppState,
+    auth: &InternalAuth,
+    ctx: &RequestContext,
+    peer: SocketAddr,
+    merchant_id: &str,
+    platform: Option<String>,
+) -> Result<ReadCommand, ApiError> {
+    let parsed_merchant = MerchantId::parse(merchant_id);
+    let parsed_platform = platform
+        .as_deref()
+        .map(|p| Platform::parse(p).map_err(|e| e.for_field("platform")))
+        .transpose();
+    let audit = audit(&auth.service, ctx, peer);
+    let denial = match (&parsed_merchant, &parsed_platform) {
+        _ if !state.auth.may_read(&auth.service) => {
+            Some((ApiError::ServiceNotAllowed, "SERVICE_NOT_ALLOWED"))
         }
-        if let Some(Err(e)) = platform.as_deref().map(Platform::parse) {
-            errors.push(e.for_field("platform"));
+        (Ok(_), Ok(_)) => None,
+        (m, p) => {
+            let errors: Vec<FieldError> = [m.clone().err(), p.clone().err()]
+                .into_iter()
+                .flatten()
+                .collect();
+            Some((ApiError::Validation(errors), "VALIDATION_ERROR"))
         }
-        (!errors.is_empty()).then(|| (ApiError::Validation(errors), "VALIDATION_ERROR"))
     };
-    let audit = audit(&auth.service, &ctx, peer);
     if let Some((error, reason)) = denial {
-        state
-            .vault
-            .record_denied(DeniedRead {
-                merchant_id: truncate(&merchant_id, MerchantId::MAX_LEN),
-                platform: platform.map(|p| truncate(&p, 32)),
-                reason,
-                audit,
-            })
-            .await?;
+        let denied = DeniedRead {
+            merchant_id: truncate(merchant_id, MerchantId::MAX_LEN),
+            platform: platform.map(|p| truncate(&p, 32)),
+            reason,
+            audit,
+        };
+        state.vault.record_denied(denied).await?;
         return Err(error);
     }
-
-    let command = ReadCommand {
-        merchant_id: MerchantId::parse(&merchant_id).map_err(|e| ApiError::Validation(vec![e]))?,
-        platform: platform
-            .as_deref()
-            .map(Platform::parse)
-            .transpose()
-            .map_err(|e| ApiError::Validation(vec![e]))?,
+    Ok(ReadCommand {
+        merchant_id: parsed_merchant.expect("checked above"),
+        platform: parsed_platform.expect("checked above"),
+        refresh: ReadRefresh::AsStored,
         audit,
+    })
+}
+
+/// Refreshes one token now and returns it (internal, allow-listed services).
+async fn refresh_token(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    auth: InternalAuth,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((merchant_id, platform)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let command = authorize_read(&state, &auth, &ctx, peer, &merchant_id, Some(platform)).await?;
+    let platform = command.platform.expect("the path names a platform");
+    let outcome = match state.refresher.force(command, platform).await? {
+        Ok(outcome) => outcome,
+        Err(RefreshFailure::NotFound) => return Err(ApiError::TokenNotFound),
+        Err(RefreshFailure::NotRefreshable) => return Err(ApiError::NotRefreshable),
+        Err(RefreshFailure::Failed(code)) => return Err(ApiError::RefreshFailed(code)),
     };
-    let outcome = state.vault.read(command).await?;
-    let now = Utc::now();
-    let list = TokenList {
-        tokens: outcome
-            .tokens
-            .into_iter()
-            .map(|v| TokenData::new(v, now))
-            .collect(),
-        failed: outcome
-            .failed
-            .into_iter()
-            .map(
-                |FailedToken {
-                     platform_name,
-                     code,
-                 }| Failed {
-                    platform_name,
-                    code,
-                },
-            )
-            .collect(),
-    };
-    Ok(envelope(&ctx, StatusCode::OK, &list))
+    let mut list = TokenList::new(outcome);
+    match (list.tokens.pop(), list.failed.pop()) {
+        (Some(token), _) => Ok(envelope(&ctx, StatusCode::OK, &token)),
+        (None, Some(failed)) => Err(ApiError::RefreshFailed(failed.code)),
+        // Deleted between the refresh and the read.
+        (None, None) => Err(ApiError::TokenNotFound),
+    }
 }
 
 fn truncate(value: &str, max_chars: usize) -> String {

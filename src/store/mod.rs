@@ -5,6 +5,7 @@
 //! module knows which engine it talks to.
 
 mod audit;
+pub mod refresh;
 mod tokens;
 
 use std::str::FromStr;
@@ -20,7 +21,7 @@ pub use audit::record_access;
 pub use audit::{AccessRecord, AccessType};
 pub use tokens::{
     delete_owned, find_owner, find_tokens, insert_new, record_read, update_owned, NewToken,
-    StoredToken,
+    RefreshColumns, StoredToken,
 };
 
 /// How long a request waits for a database connection before the database counts as down.

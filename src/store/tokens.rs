@@ -10,6 +10,7 @@ use super::{on_conn, StoreError, Tx};
 #[derive(Debug)]
 pub struct StoredToken {
     pub id: Uuid,
+    pub merchant_id: String,
     pub platform_name: String,
     pub platform_shop_id: String,
     pub domain: String,
@@ -17,7 +18,54 @@ pub struct StoredToken {
     pub token_type: String,
     pub expires_at: Option<DateTime<Utc>>,
     pub scopes: Option<String>,
+    pub refresh: RefreshColumns,
 }
+
+/// The refresh bookkeeping of a row (see `crate::refresh`).
+#[derive(Debug, Clone, Default)]
+pub struct RefreshColumns {
+    /// `token_data` holds a refresh token.
+    pub refreshable: bool,
+    /// `Some("reauth_required")` once the platform refused the refresh token.
+    pub state: Option<String>,
+    pub failures: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+/// The columns [`stored_token!`] reads.
+pub(super) const TOKEN_COLUMNS: &str = "id, merchant_id, platform_name, platform_shop_id, domain, \
+     encrypted_token, token_type, expires_at, scopes, refreshable, refresh_state, \
+     refresh_failures, next_refresh_at, refresh_error, refresh_lease_owner, refresh_lease_until";
+
+/// Maps a row selected with [`TOKEN_COLUMNS`], for either driver's row type.
+macro_rules! stored_token {
+    ($row:expr) => {
+        $crate::store::StoredToken {
+            id: $row.try_get("id")?,
+            merchant_id: $row.try_get("merchant_id")?,
+            platform_name: $row.try_get("platform_name")?,
+            platform_shop_id: $row.try_get("platform_shop_id")?,
+            domain: $row.try_get("domain")?,
+            encrypted_token: $row.try_get("encrypted_token")?,
+            token_type: $row.try_get("token_type")?,
+            expires_at: $row.try_get("expires_at")?,
+            scopes: $row.try_get("scopes")?,
+            refresh: $crate::store::RefreshColumns {
+                refreshable: $row.try_get("refreshable")?,
+                state: $row.try_get("refresh_state")?,
+                failures: $row.try_get("refresh_failures")?,
+                next_attempt_at: $row.try_get("next_refresh_at")?,
+                last_error: $row.try_get("refresh_error")?,
+                lease_owner: $row.try_get("refresh_lease_owner")?,
+                lease_until: $row.try_get("refresh_lease_until")?,
+            },
+        }
+    };
+}
+pub(super) use stored_token;
 
 /// Everything a store writes into a row, already encrypted.
 #[derive(Debug)]
@@ -31,12 +79,9 @@ pub struct NewToken<'a> {
     pub token_type: &'a str,
     pub expires_at: Option<DateTime<Utc>>,
     pub scopes: Option<&'a str>,
+    pub refreshable: bool,
     pub now: DateTime<Utc>,
 }
-
-const SELECT_TOKENS: &str = "SELECT id, platform_name, platform_shop_id, domain, encrypted_token, \
-     token_type, expires_at, scopes FROM platform_tokens \
-     WHERE merchant_id = $1 AND ($2 IS NULL OR platform_name = $2) ORDER BY platform_name";
 
 /// The merchant's tokens, optionally only one platform's.
 pub async fn find_tokens(
@@ -44,25 +89,18 @@ pub async fn find_tokens(
     merchant_id: &str,
     platform: Option<&str>,
 ) -> Result<Vec<StoredToken>, StoreError> {
+    let sql = format!(
+        "SELECT {TOKEN_COLUMNS} FROM platform_tokens \
+         WHERE merchant_id = $1 AND ($2 IS NULL OR platform_name = $2) ORDER BY platform_name"
+    );
     on_conn!(tx, conn => {
-        let rows = sqlx::query(SELECT_TOKENS)
+        let rows = sqlx::query(&sql)
             .bind(merchant_id)
             .bind(platform)
             .fetch_all(&mut *conn)
             .await?;
         rows.iter()
-            .map(|row| {
-                Ok(StoredToken {
-                    id: row.try_get("id")?,
-                    platform_name: row.try_get("platform_name")?,
-                    platform_shop_id: row.try_get("platform_shop_id")?,
-                    domain: row.try_get("domain")?,
-                    encrypted_token: row.try_get("encrypted_token")?,
-                    token_type: row.try_get("token_type")?,
-                    expires_at: row.try_get("expires_at")?,
-                    scopes: row.try_get("scopes")?,
-                })
-            })
+            .map(|row| Ok(stored_token!(row)))
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(StoreError::from)
     })
@@ -70,8 +108,11 @@ pub async fn find_tokens(
 
 /// Replaces the row of (merchant, platform) if `token.domain` owns it; its id if it did.
 pub async fn update_owned(tx: &mut Tx, token: &NewToken<'_>) -> Result<Option<Uuid>, StoreError> {
+    // A newly stored credential starts its refresh bookkeeping afresh.
     const SQL: &str = "UPDATE platform_tokens SET platform_shop_id = $1, encrypted_token = $2, \
-         encryption_key_id = $3, token_type = $4, expires_at = $5, scopes = $6, updated_at = $7 \
+         encryption_key_id = $3, token_type = $4, expires_at = $5, scopes = $6, updated_at = $7, \
+         refreshable = $11, refresh_state = NULL, refresh_failures = 0, next_refresh_at = NULL, \
+         refresh_error = NULL \
          WHERE merchant_id = $8 AND platform_name = $9 AND domain = $10 RETURNING id";
     on_conn!(tx, conn => Ok(sqlx::query_scalar(SQL)
         .bind(token.platform_shop_id)
@@ -84,6 +125,7 @@ pub async fn update_owned(tx: &mut Tx, token: &NewToken<'_>) -> Result<Option<Uu
         .bind(token.merchant_id)
         .bind(token.platform_name)
         .bind(token.domain)
+        .bind(token.refreshable)
         .fetch_optional(&mut *conn)
         .await?))
 }
@@ -96,8 +138,8 @@ pub async fn insert_new(
 ) -> Result<Option<Uuid>, StoreError> {
     const SQL: &str = "INSERT INTO platform_tokens (id, merchant_id, platform_name, \
          platform_shop_id, domain, encrypted_token, encryption_key_id, token_type, expires_at, \
-         scopes, access_count, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $11) \
+         scopes, access_count, created_at, updated_at, refreshable) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $11, $12) \
          ON CONFLICT (merchant_id, platform_name) DO NOTHING RETURNING id";
     on_conn!(tx, conn => Ok(sqlx::query_scalar(SQL)
         .bind(id)
@@ -111,6 +153,7 @@ pub async fn insert_new(
         .bind(token.expires_at)
         .bind(token.scopes)
         .bind(token.now)
+        .bind(token.refreshable)
         .fetch_optional(&mut *conn)
         .await?))
 }

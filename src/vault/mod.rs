@@ -6,7 +6,9 @@
 
 mod committer;
 mod ops;
+mod refresh_ops;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -18,6 +20,10 @@ use crate::domain::{MerchantId, Platform, ShopDomain, StoreTokenRequest, TokenDa
 use crate::store::{Db, StoreError};
 
 pub use committer::Committer;
+pub use refresh_ops::{
+    ClaimOutcome, ClaimRefresh, ClaimedToken, FinishOutcome, FinishRefresh, FinishResult,
+    RefreshFailure, RefreshPurpose, RefreshResult, REAUTH_REQUIRED, REFRESH_FAILED,
+};
 
 /// Who is acting, for the audit trail.
 #[derive(Debug, Clone)]
@@ -34,6 +40,10 @@ pub struct StoreCommand {
     pub request: StoreTokenRequest,
     pub encrypted_token: String,
     pub key_id: String,
+    /// `token_data` holds a refresh token.
+    pub refreshable: bool,
+    /// When the request gave no `expires_at`, the one `token_data` implies, if any.
+    pub implied_expires_at: Option<DateTime<Utc>>,
     pub audit: AuditContext,
 }
 
@@ -47,16 +57,35 @@ pub enum StoreOutcome {
     OwnedByAnotherShop,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ReadCommand {
     pub merchant_id: MerchantId,
     pub platform: Option<Platform>,
+    pub refresh: ReadRefresh,
     pub audit: AuditContext,
+}
+
+/// How a read treats refreshable tokens that are about to expire.
+#[derive(Debug, Clone, Default)]
+pub enum ReadRefresh {
+    /// Return every row as stored.
+    #[default]
+    AsStored,
+    /// Hold back refreshable rows of `platforms` expiring before `due`: they are neither
+    /// decrypted nor audited but listed in [`ReadOutcome::due_for_refresh`], for the caller
+    /// to refresh and read again with [`ReadRefresh::After`].
+    HoldBackDue {
+        due: DateTime<Utc>,
+        platforms: Arc<HashSet<String>>,
+    },
+    /// The second pass: only these rows, each with how its refresh went.
+    After(HashMap<Uuid, RefreshResult>),
 }
 
 /// A decrypted credential, ready to hand to an internal caller.
 #[derive(Debug)]
 pub struct TokenView {
+    pub token_id: Uuid,
     pub platform_name: String,
     pub platform_shop_id: String,
     pub domain: String,
@@ -64,6 +93,8 @@ pub struct TokenView {
     pub token_type: String,
     pub expires_at: Option<DateTime<Utc>>,
     pub scopes: Option<String>,
+    /// Set when the token is due for refresh but the refresh failed; the token is still valid.
+    pub refresh_error: Option<String>,
 }
 
 /// A row that exists but could not be returned, and why (a stable code).
@@ -77,6 +108,20 @@ pub struct FailedToken {
 pub struct ReadOutcome {
     pub tokens: Vec<TokenView>,
     pub failed: Vec<FailedToken>,
+    /// Rows held back by [`ReadRefresh::HoldBackDue`].
+    pub due_for_refresh: Vec<Uuid>,
+}
+
+impl ReadOutcome {
+    /// Adds a second pass's rows, keeping the answer ordered by platform.
+    pub fn merge(&mut self, other: ReadOutcome) {
+        self.tokens.extend(other.tokens);
+        self.failed.extend(other.failed);
+        self.tokens
+            .sort_by(|a, b| a.platform_name.cmp(&b.platform_name));
+        self.failed
+            .sort_by(|a, b| a.platform_name.cmp(&b.platform_name));
+    }
 }
 
 #[derive(Debug)]
@@ -139,6 +184,14 @@ pub(crate) enum Job {
         oneshot::Sender<Result<DeleteOutcome, VaultError>>,
     ),
     Deny(DeniedRead, oneshot::Sender<Result<(), VaultError>>),
+    Claim(
+        ClaimRefresh,
+        oneshot::Sender<Result<ClaimOutcome, VaultError>>,
+    ),
+    Finish(
+        FinishRefresh,
+        oneshot::Sender<Result<FinishOutcome, VaultError>>,
+    ),
 }
 
 /// The handle the HTTP layer uses. Cheap to clone.
@@ -172,10 +225,17 @@ impl Vault {
             .keyring
             .seal(row, request.token_data.as_str().as_bytes());
         let key_id = key_id.to_owned();
+        let hints = request.token_data.hints();
+        let implied_expires_at = hints.expires_at.or_else(|| {
+            let seconds = i64::try_from(hints.expires_in?).ok()?;
+            Utc::now().checked_add_signed(chrono::Duration::try_seconds(seconds)?)
+        });
         let command = StoreCommand {
             request,
             encrypted_token,
             key_id,
+            refreshable: hints.has_refresh_token,
+            implied_expires_at,
             audit,
         };
         self.submit(|tx| Job::Store(command, tx)).await
@@ -194,6 +254,62 @@ impl Vault {
     /// Audits a read that was refused before reaching the data.
     pub async fn record_denied(&self, denied: DeniedRead) -> Result<(), VaultError> {
         self.submit(|tx| Job::Deny(denied, tx)).await
+    }
+
+    /// Takes the refresh lease of a token and returns it decrypted (see `crate::refresh`).
+    pub async fn claim_refresh(&self, claim: ClaimRefresh) -> Result<ClaimOutcome, VaultError> {
+        self.submit(|tx| Job::Claim(claim, tx)).await
+    }
+
+    /// Saves a refresh's result, audits it and releases the lease.
+    pub async fn finish_refresh(&self, finish: FinishRefresh) -> Result<FinishOutcome, VaultError> {
+        self.submit(|tx| Job::Finish(finish, tx)).await
+    }
+
+    /// Encrypts a payload for a row under the primary key: (ciphertext, key id).
+    pub fn seal(&self, row: RowIdentity<'_>, plaintext: &[u8]) -> (String, String) {
+        let (ciphertext, key_id) = self.keyring.seal(row, plaintext);
+        (ciphertext, key_id.to_owned())
+    }
+
+    /// The id of (merchant, platform), if stored. Reads no secret, so it skips the writers.
+    pub async fn token_id(
+        &self,
+        merchant_id: &MerchantId,
+        platform: Platform,
+    ) -> Result<Option<Uuid>, VaultError> {
+        let mut tx = self.db.begin().await?;
+        let found =
+            crate::store::find_owner(&mut tx, merchant_id.as_str(), platform.as_str()).await?;
+        tx.rollback().await?;
+        Ok(found.map(|(id, _)| id))
+    }
+
+    /// Refreshable tokens expiring before `due` that nobody is refreshing or backing off.
+    pub async fn refresh_candidates(
+        &self,
+        platforms: &[&str],
+        due: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Uuid>, VaultError> {
+        let mut tx = self.db.begin().await?;
+        let ids =
+            crate::store::refresh::refresh_candidates(&mut tx, platforms, due, Utc::now(), limit)
+                .await?;
+        tx.rollback().await?;
+        Ok(ids)
+    }
+
+    /// Stored Shopify tokens without a refresh token, in id order after `after`.
+    pub async fn non_expiring_shopify_tokens(
+        &self,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<Uuid>, VaultError> {
+        let mut tx = self.db.begin().await?;
+        let ids = crate::store::refresh::non_expiring_shopify_tokens(&mut tx, after, limit).await?;
+        tx.rollback().await?;
+        Ok(ids)
     }
 
     /// Whether the database answers (readiness). The keyring is loaded before a Vault exists.

@@ -3,13 +3,14 @@
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::refresh_ops::{self, REAUTH_REQUIRED, REFRESH_FAILED};
 use super::{
-    DeleteCommand, DeleteOutcome, DeniedRead, FailedToken, Job, ReadCommand, ReadOutcome,
-    StoreCommand, StoreOutcome, TokenView, VaultError,
+    ClaimOutcome, DeleteCommand, DeleteOutcome, DeniedRead, FailedToken, FinishOutcome, Job,
+    ReadCommand, ReadOutcome, ReadRefresh, StoreCommand, StoreOutcome, TokenView, VaultError,
 };
 use crate::crypto::{Keyring, RowIdentity};
 use crate::domain::TokenDataJson;
-use crate::store::{self, AccessRecord, AccessType, NewToken, StoreError, Tx};
+use crate::store::{self, AccessRecord, AccessType, NewToken, StoreError, StoredToken, Tx};
 
 /// What an operation produced, before its transaction commits.
 pub(super) enum Outcome {
@@ -17,6 +18,8 @@ pub(super) enum Outcome {
     Read(ReadOutcome),
     Delete(DeleteOutcome),
     Deny,
+    Claim(ClaimOutcome),
+    Finish(FinishOutcome),
 }
 
 /// Applies one queued job inside `tx`. An `Err` means the transaction must not commit.
@@ -30,6 +33,10 @@ pub(super) async fn apply(
         Job::Read(command, _) => read_tokens(tx, keyring, command).await.map(Outcome::Read),
         Job::Delete(command, _) => delete_token(tx, command).await.map(Outcome::Delete),
         Job::Deny(denied, _) => record_denied(tx, denied).await.map(|()| Outcome::Deny),
+        Job::Claim(claim, _) => refresh_ops::claim(tx, keyring, claim)
+            .await
+            .map(Outcome::Claim),
+        Job::Finish(finish, _) => refresh_ops::finish(tx, finish).await.map(Outcome::Finish),
     }
 }
 
@@ -65,6 +72,14 @@ impl Job {
                 Outcome::Deny => Some(()),
                 _ => None,
             }),
+            Job::Claim(_, tx) => send(tx, result, |o| match o {
+                Outcome::Claim(c) => Some(c),
+                _ => None,
+            }),
+            Job::Finish(_, tx) => send(tx, result, |o| match o {
+                Outcome::Finish(f) => Some(f),
+                _ => None,
+            }),
         }
     }
 }
@@ -85,8 +100,9 @@ async fn store_token(tx: &mut Tx, command: &StoreCommand) -> Result<StoreOutcome
         encrypted_token: &command.encrypted_token,
         encryption_key_id: &command.key_id,
         token_type: request.token_type.as_str(),
-        expires_at: request.expires_at,
+        expires_at: request.expires_at.or(command.implied_expires_at),
         scopes: request.scopes.as_ref().map(|s| s.as_str()),
+        refreshable: command.refreshable,
         now,
     };
     let audit = |token_id, success, error_code| AccessRecord {
@@ -130,6 +146,7 @@ async fn store_token(tx: &mut Tx, command: &StoreCommand) -> Result<StoreOutcome
 }
 
 /// Decrypts each of the merchant's tokens; rows that do not decrypt are reported, not hidden.
+/// Refreshable rows about to expire are handled as [`ReadRefresh`] says.
 async fn read_tokens(
     tx: &mut Tx,
     keyring: &Keyring,
@@ -159,6 +176,29 @@ async fn read_tokens(
     }
     for row in &rows {
         let platform_name = row.platform_name.as_str();
+        let refresh_error = match refresh_disposition(&command.refresh, row, now) {
+            Disposition::Skip => continue,
+            Disposition::HoldBack => {
+                outcome.due_for_refresh.push(row.id);
+                continue;
+            }
+            Disposition::Refused => {
+                // Expired and not refreshable now: no stale credential leaves.
+                let record = audit(
+                    Some(row.id),
+                    Some(platform_name),
+                    false,
+                    Some(REFRESH_FAILED),
+                );
+                store::record_access(tx, &record).await?;
+                outcome.failed.push(FailedToken {
+                    platform_name: platform_name.to_owned(),
+                    code: REFRESH_FAILED,
+                });
+                continue;
+            }
+            Disposition::Return(refresh_error) => refresh_error,
+        };
         let identity = RowIdentity {
             merchant_id,
             platform_name,
@@ -174,6 +214,7 @@ async fn read_tokens(
                 store::record_access(tx, &audit(Some(row.id), Some(platform_name), true, None))
                     .await?;
                 outcome.tokens.push(TokenView {
+                    token_id: row.id,
                     platform_name: platform_name.to_owned(),
                     platform_shop_id: row.platform_shop_id.clone(),
                     domain: row.domain.clone(),
@@ -181,6 +222,7 @@ async fn read_tokens(
                     token_type: row.token_type.clone(),
                     expires_at: row.expires_at,
                     scopes: row.scopes.clone(),
+                    refresh_error,
                 });
             }
             Err(reason) => {
@@ -200,6 +242,62 @@ async fn read_tokens(
         }
     }
     Ok(outcome)
+}
+
+/// What a read does with one row.
+enum Disposition {
+    /// Not part of this read (second pass, another row).
+    Skip,
+    /// Due for refresh: leave it to the caller to refresh first.
+    HoldBack,
+    /// Expired, and refreshing failed or is impossible: list it as failed.
+    Refused,
+    /// Return it, with the refresh error to report if any.
+    Return(Option<String>),
+}
+
+fn refresh_disposition(
+    policy: &ReadRefresh,
+    row: &StoredToken,
+    now: chrono::DateTime<Utc>,
+) -> Disposition {
+    let expired = row.expires_at.is_some_and(|at| at <= now);
+    let failed = |code: String| {
+        if expired {
+            Disposition::Refused
+        } else {
+            Disposition::Return(Some(code))
+        }
+    };
+    match policy {
+        ReadRefresh::AsStored => Disposition::Return(None),
+        ReadRefresh::After(results) => match results.get(&row.id) {
+            None => Disposition::Skip,
+            Some(Ok(())) => Disposition::Return(None),
+            Some(Err(failure)) => failed(failure.code().to_owned()),
+        },
+        ReadRefresh::HoldBackDue { due, platforms } => {
+            let refresh = &row.refresh;
+            let is_due = refresh.refreshable
+                && platforms.contains(&row.platform_name)
+                && row.expires_at.is_some_and(|at| at <= *due);
+            if !is_due {
+                Disposition::Return(None)
+            } else if refresh.state.as_deref() == Some("reauth_required") {
+                failed(REAUTH_REQUIRED.to_owned())
+            } else if refresh.next_attempt_at.is_some_and(|at| at > now) {
+                // Backing off after a failure: report it rather than hammer the platform.
+                failed(
+                    refresh
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| REFRESH_FAILED.into()),
+                )
+            } else {
+                Disposition::HoldBack
+            }
+        }
+    }
 }
 
 /// Deletes the owner's token. A missing row and another shop's row answer alike.
