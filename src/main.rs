@@ -11,6 +11,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(opts) => cli::serve::run(opts).await,
         Command::Migrate => cli::migrate::run().await,
+        Command::Shopify(command) => cli::shopify::run(command).await,
         Command::Keygen => {
             cli::keygen::run();
             Ok(())

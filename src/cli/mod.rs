@@ -4,6 +4,7 @@ pub mod dev;
 pub mod keygen;
 pub mod migrate;
 pub mod serve;
+pub mod shopify;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,9 @@ pub enum Command {
     Migrate,
     /// Print a new random secret for TOKEN_ENCRYPTION_KEY (or any other secret).
     Keygen,
+    /// Shopify-specific maintenance.
+    #[command(subcommand)]
+    Shopify(shopify::Command),
 }
 
 /// How a command failed, which decides the exit code.

@@ -148,7 +148,7 @@ pub(super) async fn claim(
         return Ok(ClaimOutcome::Gone);
     };
     let exchange = matches!(claim.purpose, RefreshPurpose::ExchangeToExpiring);
-    if row.refresh.refreshable == exchange {
+    if row.refresh.refreshable == exchange || (exchange && row.platform_name != "shopify") {
         return Ok(ClaimOutcome::NotRefreshable);
     }
     if !exchange && row.refresh.state.as_deref() == Some("reauth_required") {

@@ -135,6 +135,16 @@ impl TestDatabase {
         }
     }
 
+    /// Another handle on the same database, for a second service instance; the original
+    /// keeps ownership (and drops it).
+    pub fn shared(&self) -> TestDatabase {
+        TestDatabase {
+            url: self.url.clone(),
+            pg_name: None,
+            _dir: None,
+        }
+    }
+
     /// The SQLite file (and its WAL) on disk.
     pub fn sqlite_files(&self) -> Vec<std::path::PathBuf> {
         let dir = self._dir.as_ref().expect("a SQLite database");
@@ -178,6 +188,8 @@ pub struct TestApp {
     /// A separate pool on the service's database, for checking what is stored.
     pub db: Db,
     pub database: TestDatabase,
+    /// Dropping it stops the service gracefully.
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -217,7 +229,14 @@ pub async fn spawn_app_on(database: TestDatabase, overrides: &[(&str, &str)]) ->
         .await
         .expect("service starts");
     let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        app.run_until_stopped(async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap()
+    });
     let db = Db::connect(
         &database.url,
         token_service::store::PoolSettings { max_connections: 2 },
@@ -229,6 +248,7 @@ pub async fn spawn_app_on(database: TestDatabase, overrides: &[(&str, &str)]) ->
         client: reqwest::Client::new(),
         db,
         database,
+        _stop: stop,
     }
 }
 

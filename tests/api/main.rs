@@ -4,9 +4,12 @@ mod helpers;
 
 mod audit;
 mod auth;
+mod fake_shopify;
+mod migrate_expiring;
 mod outage;
 mod ownership;
 mod protocol;
+mod refresh;
 mod secrets;
 mod tokens;
 mod validation;
