@@ -183,11 +183,7 @@ pub(super) async fn authorize_read(
     merchant_id: &str,
     platform: Option<String>,
 ) -> Result<ReadCommand, ApiError> {
-    let parsed_merchant = MerchantId::parse(merchant_id);
-    let parsed_platform = platform
-        .as_deref()
-        .map(|p| Platform::parse(p).map_err(|e| e.for_field("platform")))
-        .transpose();
+    let (parsed_merchant, parsed_platform) = parse_target(merchant_id, platform.as_deref());
     let audit = audit(&auth.service, ctx, peer);
     let denial = match (&parsed_merchant, &parsed_platform) {
         _ if !state.auth.may_read(&auth.service) => {
@@ -195,10 +191,7 @@ pub(super) async fn authorize_read(
         }
         (Ok(_), Ok(_)) => None,
         (m, p) => {
-            let errors: Vec<FieldError> = [m.clone().err(), p.clone().err()]
-                .into_iter()
-                .flatten()
-                .collect();
+            let errors = validation_errors(m.clone(), p.clone());
             Some((ApiError::Validation(errors), "VALIDATION_ERROR"))
         }
     };
@@ -245,6 +238,26 @@ async fn refresh_token(
     }
 }
 
+type Parsed<T> = Result<T, FieldError>;
+
+/// The merchant and platform named by a path or query.
+fn parse_target(
+    merchant_id: &str,
+    platform: Option<&str>,
+) -> (Parsed<MerchantId>, Parsed<Option<Platform>>) {
+    let platform = platform
+        .map(|p| Platform::parse(p).map_err(|e| e.for_field("platform")))
+        .transpose();
+    (MerchantId::parse(merchant_id), platform)
+}
+
+fn validation_errors<A, B>(merchant: Parsed<A>, platform: Parsed<B>) -> Vec<FieldError> {
+    [merchant.err(), platform.err()]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 fn truncate(value: &str, max_chars: usize) -> String {
     value.chars().take(max_chars).collect()
 }
@@ -262,14 +275,9 @@ async fn delete_token(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((merchant_id, platform)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let merchant_id = MerchantId::parse(&merchant_id);
-    let platform = Platform::parse(&platform).map_err(|e| e.for_field("platform"));
-    let (merchant_id, platform) = match (merchant_id, platform) {
-        (Ok(m), Ok(p)) => (m, p),
-        (m, p) => {
-            let errors = [m.err(), p.err()].into_iter().flatten().collect();
-            return Err(ApiError::Validation(errors));
-        }
+    let (merchant_id, platform) = match parse_target(&merchant_id, Some(&platform)) {
+        (Ok(m), Ok(Some(p))) => (m, p),
+        (m, p) => return Err(ApiError::Validation(validation_errors(m, p))),
     };
     let command = DeleteCommand {
         merchant_id,
