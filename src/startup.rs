@@ -1,7 +1,6 @@
 //! Building and running the service: database, keyring, writers, HTTP listener, shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -11,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::http::server::ServerLimits;
 use crate::http::{self, auth::Authenticator, AppState};
 use crate::refresh::{spawn_background_refresh, Refresher};
 use crate::store::{Db, PoolSettings};
@@ -19,6 +19,7 @@ use crate::vault::{Committer, Vault};
 /// A built service, listening but not yet serving.
 pub struct Application {
     listener: TcpListener,
+    limits: ServerLimits,
     port: u16,
     router: Router,
     committer: Committer,
@@ -73,6 +74,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         Ok(Self {
             listener,
+            limits: config.server_limits,
             port,
             router,
             committer,
@@ -92,13 +94,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")?;
+        http::server::serve(self.listener, self.router, self.limits, shutdown).await;
         let _ = self.stop_background.send(true);
         if let Some(background) = self.background {
             let _ = background.await;

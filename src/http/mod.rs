@@ -5,6 +5,7 @@ mod body;
 pub mod context;
 pub mod error;
 mod health;
+pub mod server;
 mod tokens;
 
 use std::sync::Arc;
