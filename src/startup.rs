@@ -9,6 +9,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::events::EventTasks;
 use crate::http::{self, auth::Authenticator, AppState};
 use crate::store::{Db, PoolSettings};
 use crate::vault::{Committer, Vault};
@@ -19,6 +20,7 @@ pub struct Application {
     port: u16,
     router: Router,
     committer: Committer,
+    events: EventTasks,
     db: Db,
 }
 
@@ -44,6 +46,7 @@ impl Application {
             db.migrate().await?;
         }
         let (vault, committer) = Vault::start(db.clone(), keyring, config.db_writers);
+        let events = EventTasks::start(&db, &vault, &config.events).await?;
         let auth = Arc::new(Authenticator::new(
             &config.client_jwt,
             &config.internal_keys,
@@ -61,6 +64,7 @@ impl Application {
             port,
             router,
             committer,
+            events,
             db,
         })
     }
@@ -69,10 +73,11 @@ impl Application {
         self.port
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests, answers every
-    /// queued database job and closes the pool.
+    /// Serves until `shutdown` resolves, then finishes in-flight requests, stops consuming
+    /// events, answers every queued database job, publishes the events they wrote (for a
+    /// bounded time) and closes the pool.
     pub async fn run_until_stopped(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let service = self
@@ -82,7 +87,9 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP")?;
+        self.events.stop_listener().await;
         self.committer.finish().await;
+        self.events.stop_relay().await;
         self.db.close().await;
         tracing::info!("stopped");
         Ok(())

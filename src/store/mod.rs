@@ -5,6 +5,7 @@
 //! module knows which engine it talks to.
 
 mod audit;
+mod outbox;
 mod tokens;
 
 use std::str::FromStr;
@@ -18,9 +19,12 @@ use sqlx::{Postgres, Sqlite, Transaction};
 
 pub use audit::record_access;
 pub use audit::{AccessRecord, AccessType};
+pub use outbox::{
+    backlog, claim_pending, insert_event, prune_published, Backlog, Claim, NewEvent, PendingEvent,
+};
 pub use tokens::{
-    delete_owned, find_owner, find_tokens, insert_new, record_read, update_owned, NewToken,
-    StoredToken,
+    delete_for_shop, delete_owned, find_owner, find_tokens, insert_new, record_read, update_owned,
+    DeletedToken, NewToken, StoredToken,
 };
 
 /// How long a request waits for a database connection before the database counts as down.

@@ -3,12 +3,14 @@
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::uninstall;
 use super::{
     DeleteCommand, DeleteOutcome, DeniedRead, FailedToken, Job, ReadCommand, ReadOutcome,
-    StoreCommand, StoreOutcome, TokenView, VaultError,
+    StoreCommand, StoreOutcome, TokenView, UninstallOutcome, VaultError,
 };
 use crate::crypto::{Keyring, RowIdentity};
 use crate::domain::TokenDataJson;
+use crate::events::{self, DeletionReason, PlatformRef, StoredDetails};
 use crate::store::{self, AccessRecord, AccessType, NewToken, StoreError, Tx};
 
 /// What an operation produced, before its transaction commits.
@@ -17,6 +19,7 @@ pub(super) enum Outcome {
     Read(ReadOutcome),
     Delete(DeleteOutcome),
     Deny,
+    Uninstall(UninstallOutcome),
 }
 
 /// Applies one queued job inside `tx`. An `Err` means the transaction must not commit.
@@ -30,6 +33,9 @@ pub(super) async fn apply(
         Job::Read(command, _) => read_tokens(tx, keyring, command).await.map(Outcome::Read),
         Job::Delete(command, _) => delete_token(tx, command).await.map(Outcome::Delete),
         Job::Deny(denied, _) => record_denied(tx, denied).await.map(|()| Outcome::Deny),
+        Job::Uninstall(command, _) => uninstall::drop_shop_tokens(tx, command)
+            .await
+            .map(Outcome::Uninstall),
     }
 }
 
@@ -63,6 +69,10 @@ impl Job {
             }),
             Job::Deny(_, tx) => send(tx, result, |o| match o {
                 Outcome::Deny => Some(()),
+                _ => None,
+            }),
+            Job::Uninstall(_, tx) => send(tx, result, |o| match o {
+                Outcome::Uninstall(u) => Some(u),
                 _ => None,
             }),
         }
@@ -119,6 +129,20 @@ async fn store_token(tx: &mut Tx, command: &StoreCommand) -> Result<StoreOutcome
             }
         };
         store::record_access(tx, &audit(id, true, None)).await?;
+        let platform = PlatformRef {
+            merchant_id: token.merchant_id,
+            platform_name: token.platform_name,
+            platform_shop_id: token.platform_shop_id,
+            domain: token.domain,
+        };
+        let details = StoredDetails {
+            token_type: token.token_type,
+            expires_at: token.expires_at,
+            scopes: token.scopes,
+            created,
+        };
+        let event = events::token_stored(platform, details, &command.audit.correlation_id, now);
+        store::insert_event(tx, &event.as_new_event()).await?;
         return Ok(StoreOutcome::Stored {
             token_id: id,
             created,
@@ -206,9 +230,10 @@ async fn read_tokens(
 async fn delete_token(tx: &mut Tx, command: &DeleteCommand) -> Result<DeleteOutcome, StoreError> {
     let merchant_id = command.merchant_id.as_str();
     let platform = command.platform.as_str();
-    let deleted = store::delete_owned(tx, merchant_id, platform, command.owner.as_str()).await?;
-    let (token_id, outcome) = match deleted {
-        Some(id) => (Some(id), DeleteOutcome::Deleted),
+    let owner = command.owner.as_str();
+    let deleted = store::delete_owned(tx, merchant_id, platform, owner).await?;
+    let (token_id, outcome) = match &deleted {
+        Some((id, _)) => (Some(*id), DeleteOutcome::Deleted),
         None => (
             store::find_owner(tx, merchant_id, platform)
                 .await?
@@ -217,6 +242,7 @@ async fn delete_token(tx: &mut Tx, command: &DeleteCommand) -> Result<DeleteOutc
         ),
     };
     let success = outcome == DeleteOutcome::Deleted;
+    let now = Utc::now();
     let record = AccessRecord {
         token_id,
         merchant_id,
@@ -227,9 +253,20 @@ async fn delete_token(tx: &mut Tx, command: &DeleteCommand) -> Result<DeleteOutc
         error_code: (!success).then_some("TOKEN_NOT_FOUND"),
         correlation_id: &command.audit.correlation_id,
         ip_address: command.audit.ip_address.as_deref(),
-        at: Utc::now(),
+        at: now,
     };
     store::record_access(tx, &record).await?;
+    if let Some((_, platform_shop_id)) = &deleted {
+        let platform = PlatformRef {
+            merchant_id,
+            platform_name: platform,
+            platform_shop_id,
+            domain: owner,
+        };
+        let reason = DeletionReason::DeletedByOwner;
+        let event = events::token_deleted(platform, reason, &command.audit.correlation_id, now);
+        store::insert_event(tx, &event.as_new_event()).await?;
+    }
     Ok(outcome)
 }
 
