@@ -151,10 +151,8 @@ impl UninstallListener {
     /// letter cannot be published, the message is nak'ed so that it is not lost.
     async fn dead_letter(&self, message: &Message, stream_seq: u64, reason: &str) {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "Nats-Msg-Id",
-            format!("dlq-{}-{stream_seq}", self.settings.stream).as_str(),
-        );
+        let msg_id = format!("dlq-{}-{stream_seq}", self.settings.stream);
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
         headers.insert("Dlq-Error", header_text(reason).as_str());
         headers.insert("Dlq-Original-Subject", message.subject.as_str());
         headers.insert("Dlq-Original-Sequence", stream_seq.to_string().as_str());

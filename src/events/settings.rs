@@ -24,7 +24,7 @@ pub struct EventSettings {
 
 impl EventSettings {
     /// Reads the event variables through `var` (already filtered of blank values).
-    pub(crate) fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         // NATS_URL: the platform bus, e.g. nats://nats:4222 (a comma-separated list is a
         // cluster); unset keeps events in the outbox.
         let nats_url = var("NATS_URL").map(|url| url.trim().to_owned());

@@ -192,9 +192,26 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
 
 /// Starts the service on an existing database (to restart it with other settings).
 pub async fn spawn_app_on(database: TestDatabase, overrides: &[(&str, &str)]) -> TestApp {
+    let address = start_service(&database.url, overrides).await;
+    let db = Db::connect(
+        &database.url,
+        token_service::store::PoolSettings { max_connections: 2 },
+    )
+    .await
+    .unwrap();
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        db,
+        database,
+    }
+}
+
+/// Starts one more instance of the service on `url` (a replica); its base address.
+pub async fn start_service(url: &str, overrides: &[(&str, &str)]) -> String {
     init_logs();
     let mut vars: HashMap<String, String> = [
-        ("DATABASE_URL", database.url.as_str()),
+        ("DATABASE_URL", url),
         ("API_HOST", "127.0.0.1"),
         ("TOKEN_API_EXTERNAL_PORT", "0"),
         ("CLIENT_JWT_SECRET", CLIENT_SECRET),
@@ -218,18 +235,7 @@ pub async fn spawn_app_on(database: TestDatabase, overrides: &[(&str, &str)]) ->
         .expect("service starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
-    let db = Db::connect(
-        &database.url,
-        token_service::store::PoolSettings { max_connections: 2 },
-    )
-    .await
-    .unwrap();
-    TestApp {
-        address,
-        client: reqwest::Client::new(),
-        db,
-        database,
-    }
+    address
 }
 
 /// A client JWT for `shop`, valid for an hour.

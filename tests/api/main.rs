@@ -4,6 +4,7 @@ mod helpers;
 
 mod audit;
 mod auth;
+mod events;
 mod outage;
 mod ownership;
 mod protocol;
