@@ -10,7 +10,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, AckKind, Message};
+use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
+use async_nats::jetstream::{self, AckKind, Message};
 use async_nats::HeaderMap;
 use futures_util::StreamExt;
 use tokio::sync::watch;
@@ -71,8 +72,8 @@ impl UninstallListener {
         }
     }
 
-    /// Binds the durable consumer and handles its messages until the stream of messages
-    /// ends (`Ok`, to bind again) or `stop` turns true.
+    /// Binds the durable consumer and handles its messages until `stop` turns true (`Ok`) or
+    /// the binding breaks (`Err`: bind again after a pause).
     async fn consume(&self, stop: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
         let stream = self.js.get_stream(&self.settings.stream).await?;
         let config = pull::Config {
@@ -98,10 +99,13 @@ impl UninstallListener {
             };
             match next {
                 Some(Ok(message)) => self.handle(message).await,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %error_chain(&e), "uninstall consumer error");
+                Some(Err(e)) if e.kind() == MessagesErrorKind::MissingHeartbeat => {
+                    // NATS is away; the client reconnects and the pulls resume.
+                    tracing::warn!(error = %error_chain(&e), "uninstall consumer missed heartbeats");
                 }
-                None => return Ok(()),
+                // Deleted consumer, no responders, failed pull: bind again (after a pause).
+                Some(Err(e)) => return Err(e.into()),
+                None => anyhow::bail!("the message stream ended"),
             }
         }
     }

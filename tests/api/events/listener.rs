@@ -4,7 +4,7 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::json;
 use token_service::events::listener::{CONSUMER_NAME, DLQ_SUBJECT, UNINSTALLED_SUBJECT};
 
-use super::support::{drained, nats_available, nats_url, of_merchant, TestBus};
+use super::support::{drained, nats_available, nats_url, of_merchant, NatsProxy, TestBus};
 use crate::helpers::{spawn_app_with, token_body, Backend, TestApp};
 use crate::on_both_backends;
 
@@ -215,4 +215,32 @@ async fn a_malformed_uninstall_lands_in_the_dlq_once(backend: Backend) {
         dead[0].header("Dlq-Source-Service").as_deref(),
         Some("token-service")
     );
+}
+
+/// The consumer is bound, NATS goes away and comes back: uninstalls are handled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_resumes_after_nats_comes_back() {
+    if !nats_available().await {
+        return;
+    }
+    let bus = TestBus::new().await;
+    let proxy = NatsProxy::start().await;
+    let overrides = bus.overrides(&proxy.url);
+    let overrides: Vec<(&str, &str)> = overrides
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let app = spawn_app_with(Backend::Sqlite, &overrides).await;
+    bus.wait_consumer(CONSUMER_NAME).await;
+    let shop = format!("shop-{}", uuid::Uuid::new_v4().simple());
+    install(&app, "m-resume", "shopify", &shop, "resume.myshopify.com").await;
+
+    proxy.cut();
+    // Published while the service is cut off; it is delivered once the service is back.
+    let seq = bus
+        .publish(UNINSTALLED_SUBJECT, uninstalled(&shop, None, "corr-resume"))
+        .await;
+    proxy.restore();
+    bus.wait_settled(CONSUMER_NAME, seq).await;
+    assert!(platforms_of(&app, "m-resume").await.is_empty());
 }
