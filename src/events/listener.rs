@@ -31,8 +31,10 @@ pub const CONSUMER_NAME: &str = "token-service-app-uninstalled";
 pub const UNINSTALL_ACTOR: &str = "event:app.uninstalled";
 /// Deliveries after which a message that keeps failing (not for an outage) is dead-lettered.
 pub const MAX_ATTEMPTS: i64 = 5;
-/// How long the server waits for an ack before redelivering.
-const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long the server waits for an ack before redelivering (a message handed to a connection
+/// that broke comes back after this); work in progress extends it every [`PROGRESS_EVERY`].
+const ACK_WAIT: Duration = Duration::from_secs(10);
+const PROGRESS_EVERY: Duration = Duration::from_secs(4);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -124,7 +126,8 @@ impl UninstallListener {
             }
         };
         let event_id = event.event_id.clone().unwrap_or_default();
-        match self.vault.uninstall(command(event)).await {
+        let applied = with_progress(&message, self.vault.uninstall(command(event))).await;
+        match applied {
             Ok(outcome) => {
                 let merchants: Vec<&str> = outcome
                     .deleted
@@ -194,6 +197,24 @@ fn command(event: AppUninstalled) -> UninstallCommand {
             correlation_id,
             ip_address: None,
         },
+    }
+}
+
+/// Runs `work`, telling the server every few seconds that the message is still in hand so
+/// that a slow database does not get it redelivered meanwhile.
+async fn with_progress<T>(message: &Message, work: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(work);
+    let mut ticks =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticks.tick() => {
+                if let Err(e) = message.ack_with(AckKind::Progress).await {
+                    tracing::debug!(error = %e, "extending the ack wait failed");
+                }
+            }
+        }
     }
 }
 

@@ -162,16 +162,21 @@ impl Relay {
     /// Publishes until nothing is pending, another replica takes over, or `deadline` passes;
     /// used at shutdown so the last requests' events go out before the process does.
     pub async fn flush(&self, deadline: Instant) {
+        self.flush_with(deadline, &mut false).await
+    }
+
+    async fn flush_with(&self, deadline: Instant, stream_ready: &mut bool) {
         let mut backoff = FIRST_BACKOFF;
         while Instant::now() < deadline {
-            match self.relay_once().await {
-                Ok(RelayStep::Published(_)) => backoff = FIRST_BACKOFF,
-                Ok(RelayStep::Idle | RelayStep::Busy) => return,
-                Err(e) => {
-                    tracing::warn!(error = %error_chain(&e), "event relay flush step failed");
+            match tokio::time::timeout_at(deadline, self.step(stream_ready)).await {
+                Ok(Ok(RelayStep::Published(_))) => backoff = FIRST_BACKOFF,
+                Ok(Ok(RelayStep::Idle | RelayStep::Busy)) => return,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "event relay flush step failed");
                     tokio::time::sleep_until((Instant::now() + backoff).min(deadline)).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
+                Err(_elapsed) => break,
             }
         }
         match self.backlog().await {
@@ -194,55 +199,48 @@ pub(super) async fn outbox_backlog(db: &Db) -> Result<Backlog, StoreError> {
 
 /// Runs relay steps until `stop` turns true, then flushes for at most `flush_for`.
 pub async fn run(relay: Relay, mut stop: watch::Receiver<bool>, flush_for: Duration) {
-    if let Err(e) = relay.ensure_stream_until(&mut stop).await {
-        tracing::debug!(error = %e, "stopped before the event stream was ready");
-    }
+    let mut stream_ready = false;
     let mut backoff = FIRST_BACKOFF;
     let mut failures = 0u32;
     let mut next_prune = Instant::now();
-    let mut next_report = Instant::now() + BACKLOG_REPORT_EVERY;
+    let mut next_report = Instant::now();
     while !*stop.borrow() {
-        let wait = match relay.relay_once().await {
-            Ok(RelayStep::Published(n)) => {
+        let wait = match relay.step(&mut stream_ready).await {
+            Ok(step) => {
                 if failures > 0 {
                     tracing::info!(after_failures = failures, "event relay recovered");
                 }
-                tracing::debug!(published = n, "events published");
                 failures = 0;
                 backoff = FIRST_BACKOFF;
-                Duration::ZERO
-            }
-            Ok(RelayStep::Idle | RelayStep::Busy) => {
-                failures = 0;
-                backoff = FIRST_BACKOFF;
-                POLL_INTERVAL
+                next_report = Instant::now();
+                match step {
+                    RelayStep::Published(n) => {
+                        tracing::debug!(published = n, "events published");
+                        Duration::ZERO
+                    }
+                    RelayStep::Idle | RelayStep::Busy => POLL_INTERVAL,
+                }
             }
             Err(e) => {
                 failures += 1;
-                tracing::warn!(error = %error_chain(&e), attempt = failures,
-                    retry_in_ms = backoff.as_millis() as u64, "event relay step failed");
-                if e.is_stream_missing() {
-                    if let Err(e) = super::bus::ensure_stream(&relay.js, &relay.settings).await {
-                        tracing::warn!(error = %format!("{e:#}"), "event stream not ready");
-                    }
+                tracing::warn!(stream = %relay.settings.stream, error = %format!("{e:#}"),
+                    attempt = failures, retry_in_ms = backoff.as_millis() as u64,
+                    "event relay step failed");
+                if Instant::now() >= next_report && report_backlog(&relay).await {
+                    next_report = Instant::now() + BACKLOG_REPORT_EVERY;
                 }
                 let wait = backoff;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 wait
             }
         };
-        let now = Instant::now();
-        if failures > 0 && now >= next_report {
-            report_backlog(&relay).await;
-            next_report = now + BACKLOG_REPORT_EVERY;
-        }
-        if now >= next_prune {
+        if Instant::now() >= next_prune {
             match relay.prune_once().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(pruned = n, "pruned published events from the outbox"),
                 Err(e) => tracing::warn!(error = %error_chain(&e), "pruning the outbox failed"),
             }
-            next_prune = now + PRUNE_EVERY;
+            next_prune = Instant::now() + PRUNE_EVERY;
         }
         if !wait.is_zero() {
             tokio::select! {
@@ -251,45 +249,48 @@ pub async fn run(relay: Relay, mut stop: watch::Receiver<bool>, flush_for: Durat
             }
         }
     }
-    relay.flush(Instant::now() + flush_for).await;
+    relay
+        .flush_with(Instant::now() + flush_for, &mut stream_ready)
+        .await;
 }
 
 impl Relay {
-    /// Retries creating or finding the stream until it works or `stop` turns true.
-    async fn ensure_stream_until(&self, stop: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            match super::bus::ensure_stream(&self.js, &self.settings).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64,
-                        "event stream not ready");
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => {}
-            }
-            if *stop.borrow() {
-                anyhow::bail!("stopping");
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+    /// One step of the running relay: makes sure the stream exists (first, and again after
+    /// it went missing), then publishes.
+    async fn step(&self, stream_ready: &mut bool) -> anyhow::Result<RelayStep> {
+        if self.client.connection_state() != State::Connected {
+            return Err(RelayError::Disconnected.into());
         }
+        if !*stream_ready {
+            super::bus::ensure_stream(&self.js, &self.settings).await?;
+            *stream_ready = true;
+        }
+        let step = self.relay_once().await;
+        if step.as_ref().is_err_and(RelayError::is_stream_missing) {
+            *stream_ready = false;
+        }
+        Ok(step?)
     }
 }
 
-async fn report_backlog(relay: &Relay) {
+/// Logs the backlog if there is one; whether it did.
+async fn report_backlog(relay: &Relay) -> bool {
     match relay.backlog().await {
         Ok(b) if b.pending > 0 => {
             let oldest_age_secs = b.oldest.map(|t| (Utc::now() - t).num_seconds().max(0));
             tracing::warn!(
+                stream = %relay.settings.stream,
                 pending = b.pending,
                 oldest_age_secs,
                 "outbox backlog: events are waiting to be published"
             );
+            true
         }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %error_chain(&e), "reading the outbox backlog failed"),
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "reading the outbox backlog failed");
+            false
+        }
     }
 }
 

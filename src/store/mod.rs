@@ -177,9 +177,13 @@ impl Db {
 
     /// Starts a transaction. Not getting a connection at all means the database is down,
     /// whatever the driver's reason.
+    ///
+    /// SQLite transactions take the write lock when they begin (waiting for it up to the busy
+    /// timeout): a transaction that read first could not upgrade once another connection (the
+    /// outbox relay) had committed, and would fail with SQLITE_BUSY.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         match self {
-            Db::Sqlite(pool) => pool.begin().await.map(Tx::Sqlite),
+            Db::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(Tx::Sqlite),
             Db::Postgres(pool) => pool.begin().await.map(Tx::Postgres),
         }
         .map_err(StoreError::Unavailable)

@@ -7,9 +7,12 @@ use serde_json::json;
 use token_service::events::{ensure_stream, Relay, RelayStep};
 use token_service::store;
 
-use super::support::{drained, nats_available, nats_url, of_merchant, NatsProxy, TestBus};
+use super::support::{
+    drained, eventually, nats_available, nats_url, of_merchant, NatsProxy, TestBus,
+};
 use crate::helpers::{
-    client_jwt, postgres_available, spawn_app_with, start_service, token_body, Backend,
+    captured_logs, client_jwt, postgres_available, spawn_app_with, start_service, token_body,
+    Backend,
 };
 use crate::on_both_backends;
 
@@ -48,6 +51,31 @@ async fn events_written_while_nats_is_down_arrive_in_order_once_it_is_back(backe
     let pending = super::support::outbox(&app.db).await;
     assert_eq!(pending.len(), 6);
     assert!(pending.iter().all(|r| !r.published), "NATS is away");
+    // The failing relay and the backlog show in the logs.
+    let logged = |needle: &'static str| {
+        let stream = bus.stream.clone();
+        move || {
+            let stream = stream.clone();
+            async move {
+                captured_logs()
+                    .lines()
+                    .any(|l| l.contains(&stream) && l.contains(needle))
+                    .then_some(())
+            }
+        }
+    };
+    eventually(
+        "a relay failure log",
+        Duration::from_secs(20),
+        logged("event relay step failed"),
+    )
+    .await;
+    eventually(
+        "a backlog log",
+        Duration::from_secs(40),
+        logged(r#""pending":6"#),
+    )
+    .await;
 
     proxy.restore();
     let rows = drained(&app).await;

@@ -194,11 +194,13 @@ impl TestBus {
         .await;
     }
 
-    /// Waits until the durable consumer `name` has settled every message up to `seq`.
+    /// Waits until the durable consumer `name` has settled every message up to `seq`. Long
+    /// enough for one redelivery after the ack wait: a message the server handed to a
+    /// connection that was breaking comes back only then.
     pub async fn wait_settled(&self, name: &str, seq: u64) -> jetstream::consumer::Info {
         eventually(
             "the consumer to settle the message",
-            Duration::from_secs(30),
+            Duration::from_secs(45),
             || async {
                 let stream = self.js.get_stream(&self.stream).await.ok()?;
                 let info = stream.consumer_info(name).await.ok()?;
