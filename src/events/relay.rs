@@ -139,9 +139,12 @@ impl Relay {
 
     /// Deletes published events older than the retention; how many.
     pub async fn prune_once(&self) -> Result<u64, StoreError> {
-        let retention = chrono::Duration::from_std(self.settings.outbox_retention)
-            .unwrap_or(chrono::Duration::MAX);
-        let cutoff = Utc::now() - retention;
+        let cutoff = chrono::Duration::from_std(self.settings.outbox_retention)
+            .ok()
+            .and_then(|retention| Utc::now().checked_sub_signed(retention));
+        let Some(cutoff) = cutoff else {
+            return Ok(0); // a retention longer than time itself keeps everything
+        };
         let mut total = 0;
         loop {
             let mut tx = self.db.begin().await?;
