@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::events::EventTasks;
 use crate::http::server::ServerLimits;
 use crate::http::{self, auth::Authenticator, AppState};
 use crate::refresh::{spawn_background_refresh, Refresher};
@@ -23,6 +24,7 @@ pub struct Application {
     port: u16,
     router: Router,
     committer: Committer,
+    events: EventTasks,
     db: Db,
     stop_background: watch::Sender<bool>,
     background: Option<JoinHandle<()>>,
@@ -50,6 +52,7 @@ impl Application {
             db.migrate().await?;
         }
         let (vault, committer) = Vault::start(db.clone(), keyring, config.db_writers);
+        let events = EventTasks::start(&db, &vault, &config.events).await?;
         let auth = Arc::new(Authenticator::new(
             &config.client_jwt,
             &config.internal_keys,
@@ -78,6 +81,7 @@ impl Application {
             port,
             router,
             committer,
+            events,
             db,
             stop_background,
             background,
@@ -88,18 +92,21 @@ impl Application {
         self.port
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests, answers every
-    /// queued database job and closes the pool.
+    /// Serves until `shutdown` resolves, then finishes in-flight requests, stops consuming
+    /// events, answers every queued database job, publishes the events they wrote (for a
+    /// bounded time) and closes the pool.
     pub async fn run_until_stopped(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         http::server::serve(self.listener, self.router, self.limits, shutdown).await;
         let _ = self.stop_background.send(true);
-        if let Some(background) = self.background {
+        if let Some(background) = self.background.take() {
             let _ = background.await;
         }
+        self.events.stop_listener().await;
         self.committer.finish().await;
+        self.events.stop_relay().await;
         self.db.close().await;
         tracing::info!("stopped");
         Ok(())
