@@ -14,6 +14,10 @@ use crate::store::NewEvent;
 pub const TOKEN_STORED: &str = "evt.token.stored.v1";
 /// A credential was deleted.
 pub const TOKEN_DELETED: &str = "evt.token.deleted.v1";
+/// A credential was refreshed (or exchanged for an expiring one); no secret in it.
+pub const TOKEN_REFRESHED: &str = "evt.token.refreshed.v1";
+/// The platform refused the refresh token: the merchant must re-authorize the app.
+pub const TOKEN_REAUTH_REQUIRED: &str = "evt.token.reauth_required.v1";
 /// `source_service` of every event this service publishes.
 pub const SOURCE_SERVICE: &str = "token-service";
 
@@ -109,6 +113,55 @@ pub fn token_stored(
         created: details.created,
     };
     build(TOKEN_STORED, data, correlation_id, at)
+}
+
+#[derive(Serialize)]
+struct RefreshedData<'a> {
+    platform: PlatformRef<'a>,
+    expires_at: Option<String>,
+    /// `refresh` for a refresh, `exchange` for the migration to expiring tokens.
+    grant: &'a str,
+}
+
+#[derive(Serialize)]
+struct ReauthData<'a> {
+    platform: PlatformRef<'a>,
+    error_code: &'a str,
+}
+
+/// `evt.token.refreshed.v1`.
+pub fn token_refreshed(
+    platform: PlatformRef<'_>,
+    expires_at: Option<DateTime<Utc>>,
+    grant: &str,
+    correlation_id: &str,
+    at: DateTime<Utc>,
+) -> OutboxEvent {
+    let expires_at = expires_at.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+    let data = RefreshedData {
+        platform,
+        expires_at,
+        grant,
+    };
+    build(TOKEN_REFRESHED, data, correlation_id, at)
+}
+
+/// `evt.token.reauth_required.v1`.
+pub fn token_reauth_required(
+    platform: PlatformRef<'_>,
+    error_code: &str,
+    correlation_id: &str,
+    at: DateTime<Utc>,
+) -> OutboxEvent {
+    build(
+        TOKEN_REAUTH_REQUIRED,
+        ReauthData {
+            platform,
+            error_code,
+        },
+        correlation_id,
+        at,
+    )
 }
 
 /// `evt.token.deleted.v1`.

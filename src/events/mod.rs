@@ -19,8 +19,9 @@ use tokio::task::JoinHandle;
 
 pub use bus::{connect, ensure_stream};
 pub use envelope::{
-    token_deleted, token_stored, DeletionReason, OutboxEvent, PlatformRef, StoredDetails,
-    SOURCE_SERVICE, TOKEN_DELETED, TOKEN_STORED,
+    token_deleted, token_reauth_required, token_refreshed, token_stored, DeletionReason,
+    OutboxEvent, PlatformRef, StoredDetails, SOURCE_SERVICE, TOKEN_DELETED, TOKEN_REAUTH_REQUIRED,
+    TOKEN_REFRESHED, TOKEN_STORED,
 };
 pub use listener::UninstallListener;
 pub use relay::{Relay, RelayError, RelayStep};

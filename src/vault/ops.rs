@@ -7,8 +7,8 @@ use super::refresh_ops::{self, REAUTH_REQUIRED, REFRESH_FAILED};
 use super::uninstall;
 use super::{
     ClaimOutcome, DeleteCommand, DeleteOutcome, DeniedRead, FailedToken, FinishOutcome, Job,
-    ReadCommand, ReadOutcome, ReadRefresh, StoreCommand, StoreOutcome, TokenView,
-    UninstallOutcome, VaultError,
+    ReadCommand, ReadOutcome, ReadRefresh, StoreCommand, StoreOutcome, TokenView, UninstallOutcome,
+    VaultError,
 };
 use crate::crypto::{Keyring, RowIdentity};
 use crate::domain::TokenDataJson;

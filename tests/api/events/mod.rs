@@ -5,4 +5,4 @@ mod crash;
 mod listener;
 mod outbox;
 mod relay;
-mod support;
+pub mod support;
