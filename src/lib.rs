@@ -5,6 +5,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod lifecycle;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

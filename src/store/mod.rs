@@ -5,6 +5,9 @@
 //! module knows which engine it talks to.
 
 mod audit;
+mod import;
+mod legacy_source;
+mod rewrap;
 mod tokens;
 
 use std::str::FromStr;
@@ -18,6 +21,15 @@ use sqlx::{Postgres, Sqlite, Transaction};
 
 pub use audit::record_access;
 pub use audit::{AccessRecord, AccessType};
+pub use import::{
+    has_audit_entry_by, insert_imported_access_log, insert_imported_token, ImportedAccessLog,
+    ImportedToken,
+};
+pub use legacy_source::{LegacyAccessLog, LegacySource, LegacyToken};
+pub use rewrap::{
+    count_not_current, find_not_current, list_not_current, replace_ciphertext, CiphertextRow,
+    RowRef,
+};
 pub use tokens::{
     delete_owned, find_owner, find_tokens, insert_new, record_read, update_owned, NewToken,
     StoredToken,
@@ -173,9 +185,14 @@ impl Db {
 
     /// Starts a transaction. Not getting a connection at all means the database is down,
     /// whatever the driver's reason.
+    ///
+    /// On SQLite the write lock is taken at the start (`BEGIN IMMEDIATE`), waiting out the
+    /// busy timeout: a transaction that reads first and writes later would otherwise fail at
+    /// once with `SQLITE_BUSY` whenever another process (`rewrap`, `import-legacy`) committed
+    /// in between.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         match self {
-            Db::Sqlite(pool) => pool.begin().await.map(Tx::Sqlite),
+            Db::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(Tx::Sqlite),
             Db::Postgres(pool) => pool.begin().await.map(Tx::Postgres),
         }
         .map_err(StoreError::Unavailable)

@@ -14,6 +14,8 @@ pub struct StoredToken {
     pub platform_shop_id: String,
     pub domain: String,
     pub encrypted_token: String,
+    /// Names the keyring secret of a legacy ciphertext (the envelope format names its own).
+    pub encryption_key_id: String,
     pub token_type: String,
     pub expires_at: Option<DateTime<Utc>>,
     pub scopes: Option<String>,
@@ -35,7 +37,7 @@ pub struct NewToken<'a> {
 }
 
 const SELECT_TOKENS: &str = "SELECT id, platform_name, platform_shop_id, domain, encrypted_token, \
-     token_type, expires_at, scopes FROM platform_tokens \
+     encryption_key_id, token_type, expires_at, scopes FROM platform_tokens \
      WHERE merchant_id = $1 AND ($2 IS NULL OR platform_name = $2) ORDER BY platform_name";
 
 /// The merchant's tokens, optionally only one platform's.
@@ -58,6 +60,7 @@ pub async fn find_tokens(
                     platform_shop_id: row.try_get("platform_shop_id")?,
                     domain: row.try_get("domain")?,
                     encrypted_token: row.try_get("encrypted_token")?,
+                    encryption_key_id: row.try_get("encryption_key_id")?,
                     token_type: row.try_get("token_type")?,
                     expires_at: row.try_get("expires_at")?,
                     scopes: row.try_get("scopes")?,
