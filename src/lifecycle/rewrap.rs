@@ -267,11 +267,15 @@ pub async fn run(
     let mut rewrapper = Rewrapper::new(db, keyring, options.batch_size);
     let mut report = RewrapReport::default();
     let mut first = true;
-    while let Some(batch) = rewrapper.prepare_next().await? {
+    loop {
+        // The rest comes between batches, never between a batch's read and its write.
         if !first && !options.pause.is_zero() {
             tokio::time::sleep(options.pause).await;
         }
         first = false;
+        let Some(batch) = rewrapper.prepare_next().await? else {
+            break;
+        };
         for source in &batch.sources {
             *report.found_by_source.entry(source.clone()).or_default() += 1;
         }
