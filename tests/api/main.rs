@@ -5,6 +5,7 @@ mod keys;
 
 mod audit;
 mod auth;
+mod import;
 mod legacy;
 mod outage;
 mod ownership;
