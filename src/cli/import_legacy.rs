@@ -53,6 +53,16 @@ pub async fn run(opts: Opts) -> Result<(), CliError> {
     source.close().await;
     env.db.close().await;
 
+    tracing::info!(
+        tokens_imported = tokens.imported,
+        tokens_already_imported = tokens.already_imported,
+        tokens_kept_existing = tokens.kept_existing.len(),
+        tokens_failed = tokens.failed.len(),
+        logs_imported = logs.imported,
+        logs_already_present = logs.already_present,
+        logs_failed = logs.failed.len(),
+        "import summary"
+    );
     print_report(&tokens, &logs);
     let failed = tokens.failed.len() + logs.failed.len();
     if failed > 0 {
@@ -62,6 +72,10 @@ pub async fn run(opts: Opts) -> Result<(), CliError> {
 }
 
 fn print_report(tokens: &TokenReport, logs: &AccessLogReport) {
+    println!(
+        "run: {} (the correlation id of its audit entries)",
+        tokens.run_id
+    );
     println!(
         "tokens: imported {}, skipped {} (already imported {}, kept existing {}), failed {}",
         tokens.imported,

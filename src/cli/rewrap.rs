@@ -9,7 +9,7 @@ use anyhow::anyhow;
 use super::maintenance;
 use super::progress::Progress;
 use super::CliError;
-use crate::lifecycle::rewrap::{self, RewrapOptions, RewrapReport, Rewrapper};
+use crate::lifecycle::rewrap::{self, RewrapOptions, RewrapReport};
 
 #[derive(Debug, clap::Args)]
 pub struct Opts {
@@ -26,8 +26,7 @@ pub struct Opts {
 
 pub async fn run(opts: Opts) -> Result<(), CliError> {
     let env = maintenance::load().await?;
-    let total = Rewrapper::new(&env.db, &env.keyring, 1)
-        .count_remaining()
+    let total = rewrap::count_remaining(&env.db, &env.keyring)
         .await
         .map_err(anyhow::Error::from)?;
     let options = RewrapOptions {
@@ -44,6 +43,14 @@ pub async fn run(opts: Opts) -> Result<(), CliError> {
     env.db.close().await;
     let report = result.map_err(anyhow::Error::from)?;
 
+    tracing::info!(
+        dry_run = opts.dry_run,
+        rewrapped = report.rewrapped,
+        changed_concurrently = report.changed_concurrently,
+        failed = report.failed.len(),
+        remaining = report.remaining,
+        "rewrap summary"
+    );
     print_report(&report, opts.dry_run, env.keyring.primary_id().as_str());
     if !report.failed.is_empty() {
         return Err(anyhow!("{} row(s) could not be decrypted", report.failed.len()).into());
@@ -68,6 +75,10 @@ fn print_report(report: &RewrapReport, dry_run: bool, primary: &str) {
         .map(|(source, n)| format!("{source}: {n}"))
         .collect::<Vec<_>>()
         .join(", ");
+    println!(
+        "run: {} (the correlation id of its audit entries)",
+        report.run_id
+    );
     println!("primary key: {primary}");
     println!("not in the current format: {found} ({sources})");
     if dry_run {

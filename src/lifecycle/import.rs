@@ -28,6 +28,8 @@ pub const UNKNOWN_MERCHANT: &str = "(unknown)";
 /// What importing `platform_tokens` did.
 #[derive(Debug, Default)]
 pub struct TokenReport {
+    /// The correlation id of this run's audit entries.
+    pub run_id: String,
     pub imported: u64,
     /// Imported by an earlier run (and possibly changed or deleted here since).
     pub already_imported: u64,
@@ -53,8 +55,11 @@ pub async fn import_tokens(
     batch_size: u32,
     mut progress: impl FnMut(u64),
 ) -> anyhow::Result<TokenReport> {
-    let run_id = format!("import_{}", &Uuid::new_v4().simple().to_string()[..12]);
-    let mut report = TokenReport::default();
+    let mut report = TokenReport {
+        run_id: format!("import_{}", &Uuid::new_v4().simple().to_string()[..12]),
+        ..TokenReport::default()
+    };
+    let run_id = report.run_id.clone();
     let mut cursor: Option<String> = None;
     loop {
         let rows = source
@@ -210,44 +215,41 @@ pub async fn import_access_logs(
             break;
         };
         cursor = Some(last.id.clone());
+        let logs: Vec<_> = rows
+            .iter()
+            .filter_map(|row| match access_log(row) {
+                Ok(log) => Some(log),
+                Err(failure) => {
+                    report.failed.push(failure);
+                    None
+                }
+            })
+            .collect();
         let mut tx = db.begin().await?;
-        for row in &rows {
-            if let Err(e) = import_access_log(&mut tx, row, &mut report).await {
+        let inserted = match store::insert_imported_access_logs(&mut tx, &logs).await {
+            Ok(inserted) => inserted,
+            Err(e) => {
                 let _ = tx.rollback().await;
                 return Err(e.into());
             }
-        }
+        };
         tx.commit().await?;
+        report.imported += inserted;
+        report.already_present += logs.len() as u64 - inserted;
         progress(rows.len() as u64);
     }
     Ok(report)
 }
 
-async fn import_access_log(
-    tx: &mut Tx,
-    row: &LegacyAccessLog,
-    report: &mut AccessLogReport,
-) -> Result<(), store::StoreError> {
+/// Maps one legacy log to this service's audit row, or says why it cannot be.
+fn access_log(row: &LegacyAccessLog) -> Result<ImportedAccessLog<'_>, RowFailure> {
     let merchant_id = row.merchant_id.as_deref().unwrap_or(UNKNOWN_MERCHANT);
     let platform_name = row.platform_name.as_deref();
     let fail = |code| row_failure(&row.id, merchant_id, platform_name.unwrap_or(""), code);
-    let parsed = Uuid::parse_str(&row.id)
-        .map_err(|_| "INVALID_ID")
-        .and_then(|id| {
-            Ok((
-                id,
-                Uuid::parse_str(&row.token_id).map_err(|_| "INVALID_TOKEN_ID")?,
-            ))
-        })
-        .and_then(|ids| Ok((ids, access_type(&row.access_type)?)));
-    let ((id, token_id), access_type) = match parsed {
-        Ok(parsed) => parsed,
-        Err(code) => {
-            report.failed.push(fail(code));
-            return Ok(());
-        }
-    };
-    let log = ImportedAccessLog {
+    let id = Uuid::parse_str(&row.id).map_err(|_| fail("INVALID_ID"))?;
+    let token_id = Uuid::parse_str(&row.token_id).map_err(|_| fail("INVALID_TOKEN_ID"))?;
+    let access_type = access_type(&row.access_type).map_err(fail)?;
+    Ok(ImportedAccessLog {
         id,
         token_id,
         merchant_id,
@@ -259,13 +261,7 @@ async fn import_access_log(
         correlation_id: row.correlation_id.as_deref(),
         ip_address: row.ip_address.as_deref(),
         accessed_at: row.accessed_at,
-    };
-    if store::insert_imported_access_log(tx, &log).await? {
-        report.imported += 1;
-    } else {
-        report.already_present += 1;
-    }
-    Ok(())
+    })
 }
 
 /// The original wrote `read`, `write` and `delete`; they mean the same here.

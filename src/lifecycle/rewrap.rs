@@ -1,8 +1,8 @@
 //! Rewrap: re-encrypt every row that is not in the current format under the primary key.
 //!
-//! Safe while the service runs. Each batch is read, decrypted and re-sealed outside any
-//! write transaction; then one short transaction replaces each ciphertext only if it is
-//! still the one that was read (compare-and-swap) and writes the row's audit entry. A row
+//! Safe while the service runs. Each batch is read, then decrypted and re-sealed outside
+//! any transaction; then one short transaction replaces each ciphertext only if it is still
+//! the one that was read (compare-and-swap) and writes the row's audit entry. A row
 //! stored or deleted meanwhile keeps the newer data. Nothing is remembered between runs:
 //! a killed run leaves converted rows converted, and the next run finds what is left.
 
@@ -37,6 +37,8 @@ pub struct RewrapOptions {
 /// What a run did. Rows are named by id, merchant and platform only.
 #[derive(Debug, Default)]
 pub struct RewrapReport {
+    /// The correlation id of this run's audit entries.
+    pub run_id: String,
     /// Rows found not in the current format, by what they were: `legacy` or `key <id>`.
     pub found_by_source: BTreeMap<String, u64>,
     /// Rows re-encrypted under the primary key (that would be, in a dry run).
@@ -48,13 +50,6 @@ pub struct RewrapReport {
     /// After the run: how many rows are still not in the current format, and (some of) which.
     pub remaining: u64,
     pub remaining_rows: Vec<RowRef>,
-}
-
-impl RewrapReport {
-    /// Whether every row ended in the current format (or, in a dry run, would).
-    pub fn is_complete(&self) -> bool {
-        self.failed.is_empty() && self.remaining == 0
-    }
 }
 
 /// One batch, read and re-sealed but not yet written.
@@ -102,14 +97,6 @@ impl<'a> Rewrapper<'a> {
             cursor: None,
             run_id: format!("rewrap_{}", &Uuid::new_v4().simple().to_string()[..12]),
         }
-    }
-
-    /// How many rows are not in the current format now.
-    pub async fn count_remaining(&self) -> Result<u64, StoreError> {
-        let mut tx = self.db.begin().await?;
-        let count = store::count_not_current(&mut tx, &self.prefix).await;
-        finish_read(tx).await;
-        count
     }
 
     /// Reads the next batch and re-seals it in memory; `None` once the table is done.
@@ -257,6 +244,14 @@ impl<'a> Rewrapper<'a> {
     }
 }
 
+/// How many rows are not in the current format now.
+pub async fn count_remaining(db: &Db, keyring: &Keyring) -> Result<u64, StoreError> {
+    let mut tx = db.begin().await?;
+    let count = store::count_not_current(&mut tx, &keyring.current_prefix()).await;
+    finish_read(tx).await;
+    count
+}
+
 /// Converts every row, calling `progress` with the number of rows each batch examined.
 pub async fn run(
     db: &Db,
@@ -265,7 +260,10 @@ pub async fn run(
     mut progress: impl FnMut(u64),
 ) -> Result<RewrapReport, StoreError> {
     let mut rewrapper = Rewrapper::new(db, keyring, options.batch_size);
-    let mut report = RewrapReport::default();
+    let mut report = RewrapReport {
+        run_id: rewrapper.run_id.clone(),
+        ..RewrapReport::default()
+    };
     let mut first = true;
     loop {
         // The rest comes between batches, never between a batch's read and its write.

@@ -80,8 +80,10 @@ pub async fn has_audit_entry_by(
     token_id: Uuid,
     actor: &str,
 ) -> Result<bool, StoreError> {
-    const SQL: &str =
-        "SELECT count(*) FROM token_access_logs WHERE token_id = $1 AND accessed_by = $2";
+    // `accessed_by || ''` keeps SQLite off the accessed_by index, which matches every row
+    // this command writes and would make each lookup a scan of them; token_id is selective.
+    const SQL: &str = "SELECT count(*) FROM token_access_logs \
+         WHERE token_id = $1 AND accessed_by || '' = $2";
     on_conn!(tx, conn => {
         let n: i64 = sqlx::query_scalar(SQL)
             .bind(token_id)
@@ -92,29 +94,49 @@ pub async fn has_audit_entry_by(
     })
 }
 
-/// Inserts the audit row unless its id is already there; whether it did.
-pub async fn insert_imported_access_log(
+/// Inserts the audit rows whose ids are not there yet, many per statement (logs usually
+/// outnumber tokens by far); how many it inserted.
+pub async fn insert_imported_access_logs(
     tx: &mut Tx,
-    log: &ImportedAccessLog<'_>,
-) -> Result<bool, StoreError> {
-    const SQL: &str = "INSERT INTO token_access_logs (id, token_id, merchant_id, platform_name, \
-         accessed_by, access_type, success, error_code, correlation_id, ip_address, accessed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING";
-    on_conn!(tx, conn => {
-        let done = sqlx::query(SQL)
-            .bind(log.id)
-            .bind(log.token_id)
-            .bind(log.merchant_id)
-            .bind(log.platform_name)
-            .bind(log.accessed_by)
-            .bind(log.access_type.as_str())
-            .bind(log.success)
-            .bind(log.error_code)
-            .bind(log.correlation_id)
-            .bind(log.ip_address)
-            .bind(log.accessed_at)
-            .execute(&mut *conn)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    })
+    logs: &[ImportedAccessLog<'_>],
+) -> Result<u64, StoreError> {
+    const COLUMNS: usize = 11;
+    // SQLite allows 32,766 bound values per statement, PostgreSQL 65,535.
+    const ROWS_PER_STATEMENT: usize = 1000;
+    let mut inserted = 0;
+    for chunk in logs.chunks(ROWS_PER_STATEMENT) {
+        let values = (0..chunk.len())
+            .map(|row| {
+                let params = (1..=COLUMNS)
+                    .map(|col| format!("${}", row * COLUMNS + col))
+                    .collect::<Vec<_>>();
+                format!("({})", params.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO token_access_logs (id, token_id, merchant_id, platform_name, \
+             accessed_by, access_type, success, error_code, correlation_id, ip_address, \
+             accessed_at) VALUES {values} ON CONFLICT (id) DO NOTHING"
+        );
+        inserted += on_conn!(tx, conn => {
+            let mut query = sqlx::query(&sql);
+            for log in chunk {
+                query = query
+                    .bind(log.id)
+                    .bind(log.token_id)
+                    .bind(log.merchant_id)
+                    .bind(log.platform_name)
+                    .bind(log.accessed_by)
+                    .bind(log.access_type.as_str())
+                    .bind(log.success)
+                    .bind(log.error_code)
+                    .bind(log.correlation_id)
+                    .bind(log.ip_address)
+                    .bind(log.accessed_at);
+            }
+            query.execute(&mut *conn).await?.rows_affected()
+        });
+    }
+    Ok(inserted)
 }

@@ -22,7 +22,7 @@ use sqlx::{Postgres, Sqlite, Transaction};
 pub use audit::record_access;
 pub use audit::{AccessRecord, AccessType};
 pub use import::{
-    has_audit_entry_by, insert_imported_access_log, insert_imported_token, ImportedAccessLog,
+    has_audit_entry_by, insert_imported_access_logs, insert_imported_token, ImportedAccessLog,
     ImportedToken,
 };
 pub use legacy_source::{LegacyAccessLog, LegacySource, LegacyToken};
