@@ -24,6 +24,7 @@ impl Keyring {
         format!("{FORMAT_PREFIX}.{}.", self.primary_id().as_str())
     }
 
+    /// Where `stored` stands: what `rewrap` converts and how a read opens it.
     pub fn format_of(&self, stored: &str) -> StoredFormat {
         let envelope = stored
             .strip_prefix(FORMAT_PREFIX)

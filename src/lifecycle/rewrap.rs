@@ -60,6 +60,7 @@ pub struct PreparedBatch {
 }
 
 impl PreparedBatch {
+    /// Rows in the batch, converted or not: what progress counts.
     pub fn len(&self) -> usize {
         self.converted.len() + self.failed.len()
     }

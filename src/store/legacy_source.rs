@@ -89,14 +89,17 @@ impl LegacySource {
         })
     }
 
+    /// `domain` or `shop_domain`, whichever this deployment of the original used.
     pub fn domain_column(&self) -> &'static str {
         self.domain_column
     }
 
+    /// How many tokens there are to import (the progress total).
     pub async fn count_tokens(&self) -> anyhow::Result<u64> {
         self.count("SELECT count(*) FROM platform_tokens").await
     }
 
+    /// How many access logs there are to import (the progress total).
     pub async fn count_access_logs(&self) -> anyhow::Result<u64> {
         self.count("SELECT count(*) FROM token_access_logs").await
     }
