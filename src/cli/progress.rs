@@ -27,7 +27,7 @@ impl Progress {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} rows ({per_sec}, eta {eta})",
+                    "{prefix} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows, eta {eta}",
                 )
                 .expect("a valid template"),
             );

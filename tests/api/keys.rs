@@ -2,6 +2,7 @@
 //! original service wrote them, and running the real binary's maintenance commands.
 
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 
 use serde_json::Value;
 use sqlx::Row;
@@ -153,15 +154,20 @@ pub async fn count_with_prefix(db: &Db, prefix: &str) -> usize {
         .count()
 }
 
-/// The binary with only the given variables (and PATH), in an empty directory so that no
-/// `.env` is read.
+/// An empty directory for the binary to run in, so that it finds no `.env` file.
+fn empty_dir() -> &'static std::path::Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// The binary with only the given variables (and PATH), in an empty directory.
 pub fn command(database: &TestDatabase, env: &[(String, String)], args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", &database.url)
         .env("LOG_FORMAT", "json")
-        .current_dir(std::env::temp_dir())
+        .current_dir(empty_dir())
         .args(args)
         .stdin(Stdio::null());
     for (k, v) in env {
