@@ -102,36 +102,33 @@ impl FernetKey {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use base64::engine::general_purpose::URL_SAFE as PADDED;
 
-    /// The shared vectors: ciphertexts exactly as the original service wrote them.
-    const VECTORS: &str = include_str!("../../tests/fixtures/legacy_fernet_vectors.json");
-
-    struct Vectors {
-        secret: SecretString,
-        derived_key: String,
-        cases: Vec<(String, String)>,
+    /// The shared vectors: ciphertexts exactly as the original service wrote them, the
+    /// secret they were written with, the Fernet key derived from it, and the plaintexts.
+    pub(in crate::crypto) struct Vectors {
+        pub secret: SecretString,
+        pub derived_key: String,
+        /// (stored ciphertext, plaintext JSON)
+        pub cases: Vec<(String, String)>,
     }
 
-    fn vectors() -> Vectors {
+    pub(in crate::crypto) fn vectors() -> Vectors {
+        const VECTORS: &str = include_str!("../../tests/fixtures/legacy_fernet_vectors.json");
         let v: serde_json::Value = serde_json::from_str(VECTORS).unwrap();
+        let text = |value: &serde_json::Value, key: &str| value[key].as_str().unwrap().to_owned();
         let cases = v["vectors"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|c| {
-                (
-                    c["encrypted_token"].as_str().unwrap().to_owned(),
-                    c["plaintext_json"].as_str().unwrap().to_owned(),
-                )
-            })
+            .map(|c| (text(c, "encrypted_token"), text(c, "plaintext_json")))
             .collect::<Vec<_>>();
         assert!(cases.len() >= 3, "the fixture holds the vectors");
         Vectors {
-            secret: SecretString::from(v["encryption_key"].as_str().unwrap().to_owned()),
-            derived_key: v["derived_fernet_key"].as_str().unwrap().to_owned(),
+            secret: SecretString::from(text(&v, "encryption_key")),
+            derived_key: text(&v, "derived_fernet_key"),
             cases,
         }
     }

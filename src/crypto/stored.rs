@@ -60,12 +60,11 @@ impl Keyring {
 
 #[cfg(test)]
 mod tests {
-    use secrecy::SecretString;
+    use secrecy::{ExposeSecret, SecretString};
 
     use super::*;
     use crate::crypto::KeyId;
 
-    const VECTORS: &str = include_str!("../../tests/fixtures/legacy_fernet_vectors.json");
     const OTHER: &str = "some-other-secret-0123456789abcdefghij";
     const ROW: RowIdentity<'static> = RowIdentity {
         merchant_id: "m-1",
@@ -81,18 +80,10 @@ mod tests {
         Keyring::new((KeyId::parse(primary.0).unwrap(), &secret), &old).unwrap()
     }
 
+    /// The shared vectors' secret and (ciphertext, plaintext) pairs.
     fn vectors() -> (String, Vec<(String, String)>) {
-        let v: serde_json::Value = serde_json::from_str(VECTORS).unwrap();
-        let cases = v["vectors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                let text = |k: &str| c[k].as_str().unwrap().to_owned();
-                (text("encrypted_token"), text("plaintext_json"))
-            })
-            .collect();
-        (v["encryption_key"].as_str().unwrap().to_owned(), cases)
+        let v = super::super::legacy::tests::vectors();
+        (v.secret.expose_secret().to_owned(), v.cases)
     }
 
     #[test]

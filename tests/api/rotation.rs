@@ -69,6 +69,23 @@ async fn full_rotation_loses_nothing(backend: Backend) {
     );
     assert!(stdout.contains("rewrapped: 6"), "{stdout}");
     assert!(stdout.contains("re-check: 0 row(s)"), "{stdout}");
+    // Without a terminal, progress goes to the log (stderr) as JSON lines.
+    let stderr = text(&out.stderr);
+    let finished = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "finished")
+        .unwrap_or_else(|| panic!("a final progress line: {stderr}"));
+    assert_eq!(
+        (&finished["task"], &finished["done"]),
+        (&json!("rewrap"), &json!(6))
+    );
+    for secret in [legacy.as_str(), K2_SECRET, "shpat_rotation_0"] {
+        assert!(
+            !stderr.contains(secret) && !stdout.contains(secret),
+            "output leaks a secret"
+        );
+    }
     let rows = all_ciphertexts(&app.db).await;
     assert_eq!(rows.len(), 7);
     assert!(
