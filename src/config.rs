@@ -63,8 +63,52 @@ pub struct KeyringSettings {
 }
 
 impl KeyringSettings {
+    /// Derives every key (slow: the legacy Fernet keys take 100,000 PBKDF2 rounds each).
     pub fn build(&self) -> Result<Keyring, KeyringError> {
         Keyring::new((self.primary_id.clone(), &self.primary_secret), &self.old)
+    }
+
+    /// Reads the keyring's variables alone (all that `rewrap` and `import-legacy` need besides
+    /// `DATABASE_URL`) and applies the keyring's rules.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        // TOKEN_ENCRYPTION_KEY: primary keyring secret, at least 32 characters (required).
+        // TOKEN_ENCRYPTION_KEY_ID: its id; default key_v1.
+        // TOKEN_ENCRYPTION_OLD_KEYS: `id:secret,id:secret` kept for decryption only.
+        let keyring = KeyringSettings {
+            primary_id: KeyId::parse(
+                &var("TOKEN_ENCRYPTION_KEY_ID").unwrap_or_else(|| "key_v1".into()),
+            )
+            .map_err(|e| ConfigError::new("TOKEN_ENCRYPTION_KEY_ID", e.to_string()))?,
+            primary_secret: SecretString::from(var("TOKEN_ENCRYPTION_KEY").ok_or_else(|| {
+                ConfigError::new("TOKEN_ENCRYPTION_KEY", "is required and must not be empty")
+            })?),
+            old: parse_old_keys(var("TOKEN_ENCRYPTION_OLD_KEYS").as_deref())?,
+        };
+        keyring.check().map_err(|e| match &e {
+            KeyringError::ShortSecret(id) => ConfigError::new(
+                if *id == keyring.primary_id.as_str() {
+                    "TOKEN_ENCRYPTION_KEY"
+                } else {
+                    "TOKEN_ENCRYPTION_OLD_KEYS"
+                },
+                format!("{e} (`token-service keygen` prints a strong secret)"),
+            ),
+            KeyringError::DuplicateId(_) => ConfigError::new(
+                "TOKEN_ENCRYPTION_OLD_KEYS",
+                format!(
+                    "{e}: TOKEN_ENCRYPTION_KEY_ID and each id in TOKEN_ENCRYPTION_OLD_KEYS \
+                     must differ"
+                ),
+            ),
+            KeyringError::BadId(_) => ConfigError::new("TOKEN_ENCRYPTION_OLD_KEYS", e.to_string()),
+        })?;
+        Ok(keyring)
+    }
+
+    /// Applies the keyring's rules without deriving anything.
+    pub fn check(&self) -> Result<(), KeyringError> {
+        Keyring::check((&self.primary_id, &self.primary_secret), &self.old)
     }
 }
 
@@ -164,26 +208,7 @@ impl Config {
         };
         let internal_keys = parse_service_keys(keys_var, &keys)?;
 
-        // TOKEN_ENCRYPTION_KEY: primary keyring secret, at least 32 characters (required).
-        // TOKEN_ENCRYPTION_KEY_ID: its id; default key_v1.
-        // TOKEN_ENCRYPTION_OLD_KEYS: `id:secret,id:secret` kept for decryption only.
-        let keyring = KeyringSettings {
-            primary_id: KeyId::parse(
-                &var("TOKEN_ENCRYPTION_KEY_ID").unwrap_or_else(|| "key_v1".into()),
-            )
-            .map_err(|e| ConfigError::new("TOKEN_ENCRYPTION_KEY_ID", e.to_string()))?,
-            primary_secret: SecretString::from(required("TOKEN_ENCRYPTION_KEY")?),
-            old: parse_old_keys(var("TOKEN_ENCRYPTION_OLD_KEYS").as_deref())?,
-        };
-        keyring.build().map_err(|e| {
-            let var = match &e {
-                KeyringError::ShortSecret(id) if *id == keyring.primary_id.as_str() => {
-                    "TOKEN_ENCRYPTION_KEY"
-                }
-                _ => "TOKEN_ENCRYPTION_OLD_KEYS",
-            };
-            ConfigError::new(var, e.to_string())
-        })?;
+        let keyring = KeyringSettings::from_lookup(&get)?;
 
         // ALLOWED_READER_SERVICES: services that may read tokens (comma list).
         let allowed_readers = var("ALLOWED_READER_SERVICES")

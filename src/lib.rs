@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod lifecycle;
 pub mod refresh;
 pub mod startup;
 pub mod store;

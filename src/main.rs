@@ -16,6 +16,8 @@ async fn main() -> ExitCode {
             cli::keygen::run();
             Ok(())
         }
+        Command::Rewrap(opts) => cli::rewrap::run(opts).await,
+        Command::ImportLegacy(opts) => cli::import_legacy::run(opts).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -271,3 +271,44 @@ fn sigterm_finishes_in_flight_requests() {
         "no new connections after shutdown"
     );
 }
+
+/// `rewrap` and `import-legacy` check the keyring as `serve` does, before touching anything.
+#[test]
+fn maintenance_commands_refuse_a_bad_keyring_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/k.db", dir.path().display());
+    let commands: [&[&str]; 2] = [
+        &["rewrap"],
+        &["import-legacy", "--from", "postgres://127.0.0.1:1/legacy"],
+    ];
+    let primary = "maintenance-primary-secret-0123456789abcdef";
+    for args in commands {
+        let cases = [
+            (
+                format!("key_v1:{primary}-other"),
+                [
+                    "TOKEN_ENCRYPTION_OLD_KEYS",
+                    "\"key_v1\" appears more than once",
+                ],
+            ),
+            (
+                "old:short-old-secret".to_owned(),
+                ["TOKEN_ENCRYPTION_OLD_KEYS", "shorter than 32 characters"],
+            ),
+        ];
+        for (old_keys, expected) in cases {
+            let out = run(command(dir.path())
+                .env("DATABASE_URL", &db)
+                .env("TOKEN_ENCRYPTION_KEY", primary)
+                .env("TOKEN_ENCRYPTION_OLD_KEYS", &old_keys)
+                .args(args));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            for part in expected {
+                assert!(stderr.contains(part), "{args:?}: {stderr}");
+            }
+            assert!(!stderr.contains("short-old-secret") && !stderr.contains(primary));
+        }
+    }
+    assert!(!dir.path().join("k.db").exists(), "nothing was opened");
+}

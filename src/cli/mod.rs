@@ -1,8 +1,12 @@
 //! The command line: one module per subcommand, each with its options and `run`.
 
 pub mod dev;
+pub mod import_legacy;
 pub mod keygen;
+mod maintenance;
 pub mod migrate;
+mod progress;
+pub mod rewrap;
 pub mod serve;
 pub mod shopify;
 
@@ -27,6 +31,10 @@ pub enum Command {
     /// Shopify-specific maintenance.
     #[command(subcommand)]
     Shopify(shopify::Command),
+    /// Re-encrypt every row not in the current format under the primary key.
+    Rewrap(rewrap::Opts),
+    /// Copy tokens and access logs from the original service's PostgreSQL database.
+    ImportLegacy(import_legacy::Opts),
 }
 
 /// How a command failed, which decides the exit code.

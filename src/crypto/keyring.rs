@@ -1,12 +1,14 @@
 //! The keyring: one primary key for new ciphertexts, older keys kept to read old rows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aes_gcm::{Aes256Gcm, KeyInit};
 use hkdf::Hkdf;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use zeroize::Zeroizing;
+
+use super::legacy::FernetKey;
 
 /// Secrets shorter than this are refused: they are not strong enough to derive keys from.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -44,9 +46,12 @@ pub enum KeyringError {
     DuplicateId(String),
 }
 
-/// A key-encryption key, derived once at start-up. The cipher zeroizes its key on drop.
+/// The keys derived from one keyring secret, once at start-up; all are zeroized on drop.
 pub(super) struct Kek {
+    /// Wraps the data keys of the envelope format.
     pub(super) cipher: Aes256Gcm,
+    /// Opens what the original service wrote with this secret.
+    pub(super) legacy: FernetKey,
 }
 
 /// All keys the service can decrypt with, and the one it encrypts with.
@@ -56,28 +61,48 @@ pub struct Keyring {
 }
 
 impl Keyring {
-    /// Builds the keyring, deriving every key-encryption key now so no request pays for it.
+    /// Builds the keyring, deriving every key-encryption key and every legacy Fernet key now,
+    /// so no request pays for it (the Fernet derivation alone is 100,000 PBKDF2 rounds).
     pub fn new(
         primary: (KeyId, &SecretString),
         old: &[(KeyId, SecretString)],
     ) -> Result<Self, KeyringError> {
-        let mut keys = HashMap::new();
+        Self::check((&primary.0, primary.1), old)?;
         let entries =
             std::iter::once(primary.clone()).chain(old.iter().map(|(id, s)| (id.clone(), s)));
-        for (id, secret) in entries {
-            if secret.expose_secret().chars().count() < MIN_SECRET_LEN {
-                return Err(KeyringError::ShortSecret(id.0));
-            }
-            if keys.contains_key(&id) {
-                return Err(KeyringError::DuplicateId(id.0));
-            }
-            let kek = derive_kek(&id, secret);
-            keys.insert(id, kek);
-        }
+        let keys = entries
+            .map(|(id, secret)| {
+                let kek = Kek {
+                    cipher: derive_kek(&id, secret),
+                    legacy: FernetKey::derive(secret),
+                };
+                (id, kek)
+            })
+            .collect();
         Ok(Self {
             primary: primary.0,
             keys,
         })
+    }
+
+    /// Checks the keyring's rules (secret length, unique ids) without deriving any key, so
+    /// configuration can be validated cheaply.
+    pub fn check(
+        primary: (&KeyId, &SecretString),
+        old: &[(KeyId, SecretString)],
+    ) -> Result<(), KeyringError> {
+        let all = || std::iter::once(primary).chain(old.iter().map(|(id, s)| (id, s)));
+        // Ids first, so that a short secret under a repeated id is reported as the repeat.
+        let mut seen = HashSet::new();
+        if let Some((id, _)) = all().find(|(id, _)| !seen.insert(*id)) {
+            return Err(KeyringError::DuplicateId(id.0.clone()));
+        }
+        if let Some((id, _)) =
+            all().find(|(_, secret)| secret.expose_secret().chars().count() < MIN_SECRET_LEN)
+        {
+            return Err(KeyringError::ShortSecret(id.0.clone()));
+        }
+        Ok(())
     }
 
     pub fn primary_id(&self) -> &KeyId {
@@ -107,7 +132,7 @@ impl std::fmt::Debug for Keyring {
 }
 
 /// HKDF-SHA256 over the secret, with the key id in the info so every entry gets its own key.
-fn derive_kek(id: &KeyId, secret: &SecretString) -> Kek {
+fn derive_kek(id: &KeyId, secret: &SecretString) -> Aes256Gcm {
     let hk = Hkdf::<Sha256>::new(
         Some(b"token-service/kek"),
         secret.expose_secret().as_bytes(),
@@ -116,9 +141,7 @@ fn derive_kek(id: &KeyId, secret: &SecretString) -> Kek {
     let info = format!("token-service/kek/v1/{}", id.as_str());
     hk.expand(info.as_bytes(), okm.as_mut())
         .expect("32 bytes is a valid HKDF-SHA256 output length");
-    Kek {
-        cipher: Aes256Gcm::new_from_slice(okm.as_ref()).expect("32-byte key"),
-    }
+    Aes256Gcm::new_from_slice(okm.as_ref()).expect("32-byte key")
 }
 
 #[cfg(test)]

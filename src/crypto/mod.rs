@@ -1,10 +1,14 @@
-//! Encryption at rest: a keyring of key-encryption keys and per-record envelope encryption.
+//! Encryption at rest: a keyring of key-encryption keys and per-record envelope encryption,
+//! plus a reader for the original service's Fernet ciphertexts.
 
 mod envelope;
 mod keyring;
+mod legacy;
+mod stored;
 
 pub use envelope::{RowIdentity, FORMAT_PREFIX};
 pub use keyring::{KeyId, Keyring, KeyringError};
+pub use stored::StoredFormat;
 
 /// Why a stored ciphertext could not be opened. Deliberately coarse: the reason is for logs
 /// and audit rows, and none of them carries key or plaintext material.

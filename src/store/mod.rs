@@ -5,8 +5,11 @@
 //! module knows which engine it talks to.
 
 mod audit;
+mod import;
+mod legacy_source;
 mod outbox;
 pub mod refresh;
+mod rewrap;
 mod tokens;
 
 use std::str::FromStr;
@@ -20,8 +23,17 @@ use sqlx::{Postgres, Sqlite, Transaction};
 
 pub use audit::record_access;
 pub use audit::{AccessRecord, AccessType};
+pub use import::{
+    has_audit_entry_by, insert_imported_access_logs, insert_imported_token, ImportedAccessLog,
+    ImportedToken,
+};
+pub use legacy_source::{LegacyAccessLog, LegacySource, LegacyToken};
 pub use outbox::{
     backlog, claim_pending, insert_event, prune_published, Backlog, Claim, NewEvent, PendingEvent,
+};
+pub use rewrap::{
+    count_not_current, find_not_current, list_not_current, replace_ciphertext, CiphertextRow,
+    RowRef,
 };
 pub use tokens::{
     delete_for_shop, delete_owned, find_owner, find_tokens, insert_new, record_read, update_owned,
@@ -179,9 +191,10 @@ impl Db {
     /// Starts a transaction. Not getting a connection at all means the database is down,
     /// whatever the driver's reason.
     ///
-    /// SQLite transactions take the write lock when they begin (waiting for it up to the busy
-    /// timeout): a transaction that read first could not upgrade once another connection (the
-    /// outbox relay) had committed, and would fail with SQLITE_BUSY.
+    /// On SQLite the write lock is taken at the start (`BEGIN IMMEDIATE`), waiting out the
+    /// busy timeout: a transaction that reads first and writes later would otherwise fail at
+    /// once with `SQLITE_BUSY` whenever another process (`rewrap`, `import-legacy`) committed
+    /// in between.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         match self {
             Db::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(Tx::Sqlite),

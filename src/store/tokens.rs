@@ -15,6 +15,8 @@ pub struct StoredToken {
     pub platform_shop_id: String,
     pub domain: String,
     pub encrypted_token: String,
+    /// Names the keyring secret of a legacy ciphertext (the envelope format names its own).
+    pub encryption_key_id: String,
     pub token_type: String,
     pub expires_at: Option<DateTime<Utc>>,
     pub scopes: Option<String>,
@@ -37,7 +39,7 @@ pub struct RefreshColumns {
 
 /// The columns [`stored_token!`] reads.
 pub(super) const TOKEN_COLUMNS: &str = "id, merchant_id, platform_name, platform_shop_id, domain, \
-     encrypted_token, token_type, expires_at, scopes, refreshable, refresh_state, \
+     encrypted_token, encryption_key_id, token_type, expires_at, scopes, refreshable, refresh_state, \
      refresh_failures, next_refresh_at, refresh_error, refresh_lease_owner, refresh_lease_until";
 
 /// Maps a row selected with [`TOKEN_COLUMNS`], for either driver's row type.
@@ -50,6 +52,7 @@ macro_rules! stored_token {
             platform_shop_id: $row.try_get("platform_shop_id")?,
             domain: $row.try_get("domain")?,
             encrypted_token: $row.try_get("encrypted_token")?,
+            encryption_key_id: $row.try_get("encryption_key_id")?,
             token_type: $row.try_get("token_type")?,
             expires_at: $row.try_get("expires_at")?,
             scopes: $row.try_get("scopes")?,

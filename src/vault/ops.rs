@@ -229,7 +229,7 @@ async fn read_tokens(
             platform_name,
         };
         let decrypted = keyring
-            .open(identity, &row.encrypted_token)
+            .open_stored(identity, &row.encryption_key_id, &row.encrypted_token)
             .map_err(|e| e.to_string())
             .and_then(|plain| String::from_utf8(plain.to_vec()).map_err(|_| "not UTF-8".into()))
             .and_then(|text| TokenDataJson::from_stored(text).map_err(|_| "not JSON".into()));

@@ -184,7 +184,7 @@ pub(super) async fn claim(
         platform_name: &row.platform_name,
     };
     let token_data = keyring
-        .open(identity, &row.encrypted_token)
+        .open_stored(identity, &row.encryption_key_id, &row.encrypted_token)
         .ok()
         .and_then(|plain| serde_json::from_slice::<Map<String, Value>>(&plain).ok());
     let Some(token_data) = token_data else {
