@@ -5,6 +5,8 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod metrics;
+pub mod rate_limit;
 pub mod refresh;
 pub mod startup;
 pub mod store;

@@ -11,7 +11,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::http::{self, auth::Authenticator, AppState};
+use crate::http::{self, auth::Authenticator, AppState, RouterSettings};
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimits;
 use crate::refresh::{spawn_background_refresh, Refresher};
 use crate::store::{Db, PoolSettings};
 use crate::vault::{Committer, Vault};
@@ -21,6 +23,8 @@ pub struct Application {
     listener: TcpListener,
     port: u16,
     router: Router,
+    /// `/metrics` on a port of its own (`METRICS_PORT`).
+    metrics: Option<(TcpListener, Router)>,
     committer: Committer,
     db: Db,
     stop_background: watch::Sender<bool>,
@@ -48,7 +52,9 @@ impl Application {
         if options.migrate {
             db.migrate().await?;
         }
-        let (vault, committer) = Vault::start(db.clone(), keyring, config.db_writers);
+        let metrics = Metrics::new();
+        let (vault, committer) =
+            Vault::start(db.clone(), keyring, config.db_writers, metrics.clone());
         let auth = Arc::new(Authenticator::new(
             &config.client_jwt,
             &config.internal_keys,
@@ -63,18 +69,28 @@ impl Application {
             vault,
             auth,
             refresher,
+            limits: Arc::new(RateLimits::new(&config.rate_limits, &metrics)),
         };
-        let router = http::router(state, config.request_timeout);
+        let settings = RouterSettings {
+            request_timeout: config.request_timeout,
+            serve_metrics: config.metrics_port.is_none(),
+        };
+        let metrics = match config.metrics_port {
+            Some(port) => Some((
+                bind(&config.host, port).await?,
+                http::metrics_only(state.clone()),
+            )),
+            None => None,
+        };
+        let router = http::router(state, settings);
 
-        let address = format!("{}:{}", config.host, config.port);
-        let listener = TcpListener::bind(&address)
-            .await
-            .with_context(|| format!("binding {address}"))?;
+        let listener = bind(&config.host, config.port).await?;
         let port = listener.local_addr()?.port();
         Ok(Self {
             listener,
             port,
             router,
+            metrics,
             committer,
             db,
             stop_background,
@@ -86,19 +102,44 @@ impl Application {
         self.port
     }
 
+    /// The port `/metrics` is served on when it has its own (`METRICS_PORT`).
+    pub fn metrics_port(&self) -> Option<u16> {
+        let (listener, _) = self.metrics.as_ref()?;
+        listener.local_addr().ok().map(|a| a.port())
+    }
+
     /// Serves until `shutdown` resolves, then finishes in-flight requests, answers every
     /// queued database job and closes the pool.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let metrics = self.metrics.map(|(listener, router)| {
+            let server = axum::serve(listener, router.into_make_service())
+                .with_graceful_shutdown(until_stopped(stopped.clone()));
+            tokio::spawn(async move { server.await })
+        });
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(until_stopped(stopped))
             .await
             .context("serving HTTP")?;
+        if let Some(metrics) = metrics {
+            metrics
+                .await
+                .context("serving metrics")?
+                .context("serving metrics")?;
+        }
         let _ = self.stop_background.send(true);
         if let Some(background) = self.background {
             let _ = background.await;
@@ -108,6 +149,13 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+async fn bind(host: &str, port: u16) -> anyhow::Result<TcpListener> {
+    let address = format!("{host}:{port}");
+    TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("binding {address}"))
 }
 
 /// Resolves on SIGTERM or SIGINT.

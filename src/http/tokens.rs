@@ -5,15 +5,25 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{delete, get, post};
-use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{ClientAuth, InternalAuth};
 use super::body::JsonBody;
 use super::context::{envelope, RequestContext};
 use super::error::ApiError;
+use super::openapi::responses::{
+    InternalError, NotRefreshable, PayloadTooLarge, RateLimited, RefreshFailed, ServiceNotAllowed,
+    ShopForbidden, StoreUnauthorized, TokenNotFound, Unauthorized, Unavailable,
+    UnsupportedMediaType, ValidationFailed,
+};
+use super::schemas::{
+    DeletedEnvelope, PlatformName, StoreTokenBody, StoredEnvelope, TokenDataEnvelope,
+    TokenListEnvelope, TokenTypeName,
+};
 use super::AppState;
 use crate::domain::{FieldError, MerchantId, Platform, StoreTokenRequest, TokenDataJson};
 use crate::vault::{
@@ -21,19 +31,32 @@ use crate::vault::{
     ReadRefresh, RefreshFailure, StoreOutcome, TokenView,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/tokens", post(store_token))
-        .route("/api/v1/tokens/{merchant_id}", get(read_tokens))
-        .route(
-            "/api/v1/tokens/{merchant_id}/{platform}",
-            delete(delete_token),
-        )
-        .route(
-            "/api/v1/tokens/{merchant_id}/{platform}/refresh",
-            post(refresh_token),
-        )
+/// The token routes, each with its OpenAPI description.
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(store_token))
+        .routes(routes!(read_tokens))
+        .routes(routes!(delete_token))
+        .routes(routes!(refresh_token))
 }
+
+/// Counts an authenticated operation by caller and outcome (`success` or the error code).
+fn count(
+    state: &AppState,
+    operation: &'static str,
+    caller: &str,
+    result: &Result<Response, ApiError>,
+) {
+    let outcome = result.as_ref().map_or_else(ApiError::code, |_| "success");
+    state
+        .vault
+        .metrics()
+        .token_operation(operation, caller, outcome);
+}
+
+/// The metrics caller of client calls: one label for every shop, so that a shop domain
+/// never becomes a label value.
+const SHOP_CALLER: &str = "shop";
 
 fn audit(actor: &str, ctx: &RequestContext, peer: SocketAddr) -> AuditContext {
     AuditContext {
@@ -43,13 +66,41 @@ fn audit(actor: &str, ctx: &RequestContext, peer: SocketAddr) -> AuditContext {
     }
 }
 
-#[derive(Serialize)]
-struct Stored {
+/// What a store answers.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Stored {
+    /// The token's id (a UUID), the same when an earlier token is replaced.
+    #[schema(format = "uuid", example = "01938a4e-7b7c-7d2e-9f10-3c5d7e9a1b2c")]
     token_id: String,
+    /// Always `stored`.
+    #[schema(value_type = String, example = "stored")]
     status: &'static str,
 }
 
-/// Stores or replaces a shop's credential (the BFF calls this after an OAuth callback).
+/// Store a credential
+///
+/// Stores or replaces a shop's credential; the BFF calls this after an OAuth callback. The
+/// body's `domain` must be the shop of the client JWT, and a (merchant_id, platform_name)
+/// stored by another shop cannot be replaced (403, row untouched). A 201 means the token and
+/// its audit row are committed and durable.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    security(("client_jwt" = [])),
+    request_body(content = StoreTokenBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored (created or replaced)", body = StoredEnvelope),
+        (status = 401, response = StoreUnauthorized),
+        (status = 403, response = ShopForbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+        (status = 429, response = RateLimited),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn store_token(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -57,7 +108,19 @@ async fn store_token(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let request = StoreTokenRequest::parse(&body).map_err(ApiError::Validation)?;
+    let result = store(&state, &ctx, auth, peer, &body).await;
+    count(&state, "store", SHOP_CALLER, &result);
+    result
+}
+
+async fn store(
+    state: &AppState,
+    ctx: &RequestContext,
+    auth: ClientAuth,
+    peer: SocketAddr,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let request = StoreTokenRequest::parse(body).map_err(ApiError::Validation)?;
     if request.domain != auth.shop {
         return Err(ApiError::DomainMismatch {
             jwt_domain: auth.shop.as_str().to_owned(),
@@ -65,9 +128,9 @@ async fn store_token(
         });
     }
     let actor = auth.shop.as_str();
-    match state.vault.store(request, audit(actor, &ctx, peer)).await? {
+    match state.vault.store(request, audit(actor, ctx, peer)).await? {
         StoreOutcome::Stored { token_id, .. } => Ok(envelope(
-            &ctx,
+            ctx,
             StatusCode::CREATED,
             &Stored {
                 token_id: token_id.to_string(),
@@ -85,9 +148,12 @@ struct ReadQuery {
     platform: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A merchant's tokens: those returned, and those that exist but could not be.
+#[derive(Serialize, ToSchema)]
 pub(super) struct TokenList {
+    /// Ordered by platform.
     tokens: Vec<TokenData>,
+    /// Tokens that exist but are not returned, with the reason.
     failed: Vec<Failed>,
 }
 
@@ -118,24 +184,49 @@ impl TokenList {
 }
 
 /// One credential as internal callers receive it (the original service's `TokenData`).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "platform_name": "shopify",
+    "platform_shop_id": "1001",
+    "domain": "dev-shop.myshopify.com",
+    "token_data": {"access_token": "shpat_…", "refresh_token": "shprt_…", "expires_in": 3600},
+    "token_type": "oauth",
+    "expires_at": "2027-01-01T00:00:00Z",
+    "is_expired": false,
+    "scopes": "read_products"
+}))]
 pub(super) struct TokenData {
+    #[schema(value_type = PlatformName)]
     platform_name: String,
     platform_shop_id: String,
     domain: String,
+    /// The stored JSON object, exactly as the BFF sent it (after refreshes, with the new
+    /// access and refresh tokens).
+    #[schema(value_type = Object)]
     token_data: TokenDataJson,
+    #[schema(value_type = TokenTypeName)]
     token_type: String,
+    /// When the access token expires (RFC 3339), if known.
+    #[schema(format = DateTime, required = true)]
     expires_at: Option<String>,
     is_expired: bool,
+    #[schema(required = true)]
     scopes: Option<String>,
-    /// Present only when a due refresh failed and the still-valid old token is returned.
+    /// Present only when a due refresh failed and the still-valid old token is returned:
+    /// REFRESH_UNAVAILABLE, REFRESH_REJECTED, REFRESH_DOMAIN_NOT_ALLOWED or REAUTH_REQUIRED.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     refresh_error: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A token that exists but is not returned.
+#[derive(Serialize, ToSchema)]
 struct Failed {
+    #[schema(value_type = PlatformName)]
     platform_name: String,
+    /// DECRYPTION_FAILED (tampered, or an unknown key id) or REFRESH_FAILED (expired and not
+    /// refreshed).
+    #[schema(value_type = String, example = "DECRYPTION_FAILED")]
     code: &'static str,
 }
 
@@ -157,8 +248,31 @@ impl TokenData {
     }
 }
 
+/// Read a merchant's credentials
+///
 /// Returns a merchant's credentials decrypted, to allow-listed internal services only.
-/// Tokens about to expire are refreshed first.
+/// Refreshable tokens about to expire are refreshed first. A token that cannot be returned
+/// is listed under `failed`; an unknown merchant has empty lists. Every read is audited in
+/// the same transaction.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens/{merchant_id}",
+    tag = "tokens",
+    security(("service_key" = [])),
+    params(
+        ("merchant_id" = String, Path, description = "The merchant (1–128 characters of `[A-Za-z0-9_.:-]`)"),
+        ("platform" = Option<PlatformName>, Query, description = "Only this platform's token; empty means all"),
+    ),
+    responses(
+        (status = 200, description = "The merchant's tokens", body = TokenListEnvelope),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ServiceNotAllowed),
+        (status = 422, response = ValidationFailed),
+        (status = 429, response = RateLimited),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn read_tokens(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -167,11 +281,16 @@ async fn read_tokens(
     Path(merchant_id): Path<String>,
     Query(query): Query<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    // An empty `platform=` means no filter, as in the original service.
-    let platform = query.platform.filter(|p| !p.is_empty());
-    let command = authorize_read(&state, &auth, &ctx, peer, &merchant_id, platform).await?;
-    let outcome = state.refresher.read(command).await?;
-    Ok(envelope(&ctx, StatusCode::OK, &TokenList::new(outcome)))
+    let result = async {
+        // An empty `platform=` means no filter, as in the original service.
+        let platform = query.platform.filter(|p| !p.is_empty());
+        let command = authorize_read(&state, &auth, &ctx, peer, &merchant_id, platform).await?;
+        let outcome = state.refresher.read(command).await?;
+        Ok(envelope(&ctx, StatusCode::OK, &TokenList::new(outcome)))
+    }
+    .await;
+    count(&state, "read", &auth.service, &result);
+    result
 }
 
 /// The reader allow-list and input checks of reads; refusals are audited before answering.
@@ -220,7 +339,33 @@ pub(super) async fn authorize_read(
     })
 }
 
-/// Refreshes one token now and returns it (internal, allow-listed services).
+/// Refresh a credential now
+///
+/// Refreshes one refreshable token now (coalesced with any refresh of it in flight) and
+/// returns it, to allow-listed internal services only. The new access and refresh tokens
+/// are committed before the answer.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens/{merchant_id}/{platform}/refresh",
+    tag = "tokens",
+    security(("service_key" = [])),
+    params(
+        ("merchant_id" = String, Path, description = "The merchant"),
+        ("platform" = PlatformName, Path, description = "The token's platform"),
+    ),
+    responses(
+        (status = 200, description = "The refreshed token", body = TokenDataEnvelope),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ServiceNotAllowed),
+        (status = 404, response = TokenNotFound),
+        (status = 409, response = NotRefreshable),
+        (status = 422, response = ValidationFailed),
+        (status = 429, response = RateLimited),
+        (status = 500, response = InternalError),
+        (status = 502, response = RefreshFailed),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn refresh_token(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -228,7 +373,20 @@ async fn refresh_token(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((merchant_id, platform)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let command = authorize_read(&state, &auth, &ctx, peer, &merchant_id, Some(platform)).await?;
+    let result = refresh(&state, &ctx, &auth, peer, &merchant_id, platform).await;
+    count(&state, "refresh", &auth.service, &result);
+    result
+}
+
+async fn refresh(
+    state: &AppState,
+    ctx: &RequestContext,
+    auth: &InternalAuth,
+    peer: SocketAddr,
+    merchant_id: &str,
+    platform: String,
+) -> Result<Response, ApiError> {
+    let command = authorize_read(state, auth, ctx, peer, merchant_id, Some(platform)).await?;
     let platform = command.platform.expect("the path names a platform");
     let outcome = match state.refresher.force(command, platform).await? {
         Ok(outcome) => outcome,
@@ -238,7 +396,7 @@ async fn refresh_token(
     };
     let mut list = TokenList::new(outcome);
     match (list.tokens.pop(), list.failed.pop()) {
-        (Some(token), _) => Ok(envelope(&ctx, StatusCode::OK, &token)),
+        (Some(token), _) => Ok(envelope(ctx, StatusCode::OK, &token)),
         (None, Some(failed)) => Err(ApiError::RefreshFailed(failed.code)),
         // Deleted between the refresh and the read.
         (None, None) => Err(ApiError::TokenNotFound),
@@ -249,12 +407,37 @@ fn truncate(value: &str, max_chars: usize) -> String {
     value.chars().take(max_chars).collect()
 }
 
-#[derive(Serialize)]
-struct Deleted {
+/// What a delete answers.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Deleted {
+    /// Always `deleted`.
+    #[schema(value_type = String, example = "deleted")]
     status: &'static str,
 }
 
-/// Deletes a credential; only the shop that owns it may.
+/// Delete a credential
+///
+/// Deletes a credential; only the shop that owns it may. A missing token and another
+/// shop's token both answer 404, so that nobody learns what others store.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{merchant_id}/{platform}",
+    tag = "tokens",
+    security(("client_jwt" = [])),
+    params(
+        ("merchant_id" = String, Path, description = "The merchant"),
+        ("platform" = PlatformName, Path, description = "The token's platform"),
+    ),
+    responses(
+        (status = 200, description = "Deleted", body = DeletedEnvelope),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = TokenNotFound),
+        (status = 422, response = ValidationFailed),
+        (status = 429, response = RateLimited),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn delete_token(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -262,8 +445,21 @@ async fn delete_token(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((merchant_id, platform)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let merchant_id = MerchantId::parse(&merchant_id);
-    let platform = Platform::parse(&platform).map_err(|e| e.for_field("platform"));
+    let result = delete(&state, &ctx, auth, peer, &merchant_id, &platform).await;
+    count(&state, "delete", SHOP_CALLER, &result);
+    result
+}
+
+async fn delete(
+    state: &AppState,
+    ctx: &RequestContext,
+    auth: ClientAuth,
+    peer: SocketAddr,
+    merchant_id: &str,
+    platform: &str,
+) -> Result<Response, ApiError> {
+    let merchant_id = MerchantId::parse(merchant_id);
+    let platform = Platform::parse(platform).map_err(|e| e.for_field("platform"));
     let (merchant_id, platform) = match (merchant_id, platform) {
         (Ok(m), Ok(p)) => (m, p),
         (m, p) => {
@@ -274,12 +470,12 @@ async fn delete_token(
     let command = DeleteCommand {
         merchant_id,
         platform,
-        audit: audit(auth.shop.as_str(), &ctx, peer),
+        audit: audit(auth.shop.as_str(), ctx, peer),
         owner: auth.shop,
     };
     match state.vault.delete(command).await? {
         DeleteOutcome::Deleted => Ok(envelope(
-            &ctx,
+            ctx,
             StatusCode::OK,
             &Deleted { status: "deleted" },
         )),
