@@ -184,6 +184,8 @@ impl Drop for TestDatabase {
 /// A running service and what a test needs to talk to it.
 pub struct TestApp {
     pub address: String,
+    /// The port of `/metrics` when `METRICS_PORT` is set.
+    pub metrics_port: Option<u16>,
     pub client: reqwest::Client,
     /// A separate pool on the service's database, for checking what is stored.
     pub db: Db,
@@ -229,6 +231,7 @@ pub async fn spawn_app_on(database: TestDatabase, overrides: &[(&str, &str)]) ->
         .await
         .expect("service starts");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_port = app.metrics_port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         app.run_until_stopped(async move {
@@ -245,6 +248,7 @@ pub async fn spawn_app_on(database: TestDatabase, overrides: &[(&str, &str)]) ->
     .unwrap();
     TestApp {
         address,
+        metrics_port,
         client: reqwest::Client::new(),
         db,
         database,

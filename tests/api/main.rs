@@ -4,8 +4,14 @@ mod helpers;
 
 mod audit;
 mod auth;
+mod chromium;
+mod contract;
+mod docs_page;
 mod fake_shopify;
+mod limits;
+mod metrics;
 mod migrate_expiring;
+mod openapi;
 mod outage;
 mod ownership;
 mod protocol;
