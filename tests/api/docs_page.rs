@@ -9,12 +9,11 @@ use serde_json::json;
 use crate::chromium::{self, Browser};
 use crate::helpers::{spawn_app, Backend};
 
-/// Where the screenshot is kept: the cargo target directory (CI copies it to `target/`).
+/// Where the screenshot is kept for CI: `target/` of the checkout, wherever cargo builds.
 fn screenshot_path() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("the target directory")
-        .join("docs-screenshot.png")
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("docs-screenshot.png")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
