@@ -10,6 +10,7 @@ mod limits;
 mod metrics;
 pub mod openapi;
 mod schemas;
+mod token_views;
 mod tokens;
 
 use std::sync::Arc;

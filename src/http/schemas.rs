@@ -10,7 +10,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::health::{Health, Readiness};
-use super::tokens::{Deleted, Stored, TokenData, TokenList};
+use super::token_views::{Deleted, Stored, TokenData, TokenList};
 
 /// Every answer's request identity.
 #[derive(ToSchema)]
