@@ -11,6 +11,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::crypto::{KeyId, Keyring, KeyringError};
+use crate::http::server::ServerLimits;
 use crate::rate_limit::RateLimitSettings;
 use crate::refresh::settings::RefreshSettings;
 
@@ -86,6 +87,7 @@ pub struct Config {
     pub db_max_connections: u32,
     pub db_writers: usize,
     pub refresh: Arc<RefreshSettings>,
+    pub server_limits: ServerLimits,
     pub rate_limits: RateLimitSettings,
     /// A separate port for `/metrics` (then not served on the API port).
     pub metrics_port: Option<u16>,
@@ -245,6 +247,41 @@ impl Config {
             ));
         }
 
+        // HTTP_HEADER_READ_TIMEOUT_SECS: time a client has to send a request head; default 10.
+        // HTTP_MAX_HEADER_BYTES: largest request head (at least 8192); default 32768.
+        // HTTP_MAX_CONNECTIONS: connections served at once; default 1024.
+        // SHUTDOWN_GRACE_SECS: longest a graceful stop waits for open requests; default 30.
+        let server_limits = ServerLimits {
+            header_read_timeout: Duration::from_secs(parse_num(
+                "HTTP_HEADER_READ_TIMEOUT_SECS",
+                var("HTTP_HEADER_READ_TIMEOUT_SECS"),
+                10,
+            )?),
+            max_header_bytes: parse_num(
+                "HTTP_MAX_HEADER_BYTES",
+                var("HTTP_MAX_HEADER_BYTES"),
+                32768,
+            )?,
+            max_connections: parse_num("HTTP_MAX_CONNECTIONS", var("HTTP_MAX_CONNECTIONS"), 1024)?,
+            shutdown_grace: Duration::from_secs(parse_num(
+                "SHUTDOWN_GRACE_SECS",
+                var("SHUTDOWN_GRACE_SECS"),
+                30,
+            )?),
+        };
+        if server_limits.header_read_timeout.is_zero() || server_limits.max_connections == 0 {
+            return Err(ConfigError::new(
+                "HTTP_HEADER_READ_TIMEOUT_SECS",
+                "HTTP_HEADER_READ_TIMEOUT_SECS and HTTP_MAX_CONNECTIONS must be at least 1",
+            ));
+        }
+        if server_limits.max_header_bytes < 8192 {
+            return Err(ConfigError::new(
+                "HTTP_MAX_HEADER_BYTES",
+                "must be at least 8192",
+            ));
+        }
+
         // Token refresh: see `RefreshSettings::from_lookup` for its variables.
         let refresh = Arc::new(RefreshSettings::from_lookup(&var)?);
         // RATE_LIMIT_* and TRUSTED_PROXIES: see `RateLimitSettings::from_lookup`.
@@ -279,6 +316,7 @@ impl Config {
             db_max_connections,
             db_writers,
             refresh,
+            server_limits,
             rate_limits,
             metrics_port,
         })

@@ -1,7 +1,6 @@
 //! Building and running the service: database, keyring, writers, HTTP listener, shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -11,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::http::server::ServerLimits;
 use crate::http::{self, auth::Authenticator, AppState, RouterSettings};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
@@ -21,6 +21,7 @@ use crate::vault::{Committer, Vault};
 /// A built service, listening but not yet serving.
 pub struct Application {
     listener: TcpListener,
+    limits: ServerLimits,
     port: u16,
     router: Router,
     /// `/metrics` on a port of its own (`METRICS_PORT`).
@@ -88,6 +89,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         Ok(Self {
             listener,
+            limits: config.server_limits,
             port,
             router,
             metrics,
@@ -123,22 +125,22 @@ impl Application {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
         let metrics = self.metrics.map(|(listener, router)| {
-            let server = axum::serve(listener, router.into_make_service())
-                .with_graceful_shutdown(until_stopped(stopped.clone()));
-            tokio::spawn(async move { server.await })
+            tokio::spawn(http::server::serve(
+                listener,
+                router,
+                self.limits,
+                until_stopped(stopped.clone()),
+            ))
         });
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(until_stopped(stopped))
-            .await
-            .context("serving HTTP")?;
+        http::server::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            until_stopped(stopped),
+        )
+        .await;
         if let Some(metrics) = metrics {
-            metrics
-                .await
-                .context("serving metrics")?
-                .context("serving metrics")?;
+            metrics.await.context("serving metrics")?;
         }
         let _ = self.stop_background.send(true);
         if let Some(background) = self.background {

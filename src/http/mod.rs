@@ -10,6 +10,7 @@ mod limits;
 mod metrics;
 pub mod openapi;
 mod schemas;
+pub mod server;
 mod token_views;
 mod tokens;
 

@@ -190,11 +190,7 @@ pub(super) async fn authorize_read(
     merchant_id: &str,
     platform: Option<String>,
 ) -> Result<ReadCommand, ApiError> {
-    let parsed_merchant = MerchantId::parse(merchant_id);
-    let parsed_platform = platform
-        .as_deref()
-        .map(|p| Platform::parse(p).map_err(|e| e.for_field("platform")))
-        .transpose();
+    let (parsed_merchant, parsed_platform) = parse_target(merchant_id, platform.as_deref());
     let audit = audit(&auth.service, ctx, peer);
     let denial = match (&parsed_merchant, &parsed_platform) {
         _ if !state.auth.may_read(&auth.service) => {
@@ -202,10 +198,7 @@ pub(super) async fn authorize_read(
         }
         (Ok(_), Ok(_)) => None,
         (m, p) => {
-            let errors: Vec<FieldError> = [m.clone().err(), p.clone().err()]
-                .into_iter()
-                .flatten()
-                .collect();
+            let errors = validation_errors(m.clone(), p.clone());
             Some((ApiError::Validation(errors), "VALIDATION_ERROR"))
         }
     };
@@ -291,6 +284,26 @@ async fn refresh(
     }
 }
 
+type Parsed<T> = Result<T, FieldError>;
+
+/// The merchant and platform named by a path or query.
+fn parse_target(
+    merchant_id: &str,
+    platform: Option<&str>,
+) -> (Parsed<MerchantId>, Parsed<Option<Platform>>) {
+    let platform = platform
+        .map(|p| Platform::parse(p).map_err(|e| e.for_field("platform")))
+        .transpose();
+    (MerchantId::parse(merchant_id), platform)
+}
+
+fn validation_errors<A, B>(merchant: Parsed<A>, platform: Parsed<B>) -> Vec<FieldError> {
+    [merchant.err(), platform.err()]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 fn truncate(value: &str, max_chars: usize) -> String {
     value.chars().take(max_chars).collect()
 }
@@ -338,14 +351,9 @@ async fn delete(
     merchant_id: &str,
     platform: &str,
 ) -> Result<Response, ApiError> {
-    let merchant_id = MerchantId::parse(merchant_id);
-    let platform = Platform::parse(platform).map_err(|e| e.for_field("platform"));
-    let (merchant_id, platform) = match (merchant_id, platform) {
-        (Ok(m), Ok(p)) => (m, p),
-        (m, p) => {
-            let errors = [m.err(), p.err()].into_iter().flatten().collect();
-            return Err(ApiError::Validation(errors));
-        }
+    let (merchant_id, platform) = match parse_target(merchant_id, Some(platform)) {
+        (Ok(m), Ok(Some(p))) => (m, p),
+        (m, p) => return Err(ApiError::Validation(validation_errors(m, p))),
     };
     let command = DeleteCommand {
         merchant_id,

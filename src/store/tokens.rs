@@ -106,26 +106,33 @@ pub async fn find_tokens(
     })
 }
 
+/// Binds a [`NewToken`] as `$1`…`$11`, the order both writes below use.
+macro_rules! bind_new_token {
+    ($query:expr, $token:expr) => {
+        $query
+            .bind($token.merchant_id)
+            .bind($token.platform_name)
+            .bind($token.platform_shop_id)
+            .bind($token.domain)
+            .bind($token.encrypted_token)
+            .bind($token.encryption_key_id)
+            .bind($token.token_type)
+            .bind($token.expires_at)
+            .bind($token.scopes)
+            .bind($token.now)
+            .bind($token.refreshable)
+    };
+}
+
 /// Replaces the row of (merchant, platform) if `token.domain` owns it; its id if it did.
 pub async fn update_owned(tx: &mut Tx, token: &NewToken<'_>) -> Result<Option<Uuid>, StoreError> {
     // A newly stored credential starts its refresh bookkeeping afresh.
-    const SQL: &str = "UPDATE platform_tokens SET platform_shop_id = $1, encrypted_token = $2, \
-         encryption_key_id = $3, token_type = $4, expires_at = $5, scopes = $6, updated_at = $7, \
+    const SQL: &str = "UPDATE platform_tokens SET platform_shop_id = $3, encrypted_token = $5, \
+         encryption_key_id = $6, token_type = $7, expires_at = $8, scopes = $9, updated_at = $10, \
          refreshable = $11, refresh_state = NULL, refresh_failures = 0, next_refresh_at = NULL, \
          refresh_error = NULL \
-         WHERE merchant_id = $8 AND platform_name = $9 AND domain = $10 RETURNING id";
-    on_conn!(tx, conn => Ok(sqlx::query_scalar(SQL)
-        .bind(token.platform_shop_id)
-        .bind(token.encrypted_token)
-        .bind(token.encryption_key_id)
-        .bind(token.token_type)
-        .bind(token.expires_at)
-        .bind(token.scopes)
-        .bind(token.now)
-        .bind(token.merchant_id)
-        .bind(token.platform_name)
-        .bind(token.domain)
-        .bind(token.refreshable)
+         WHERE merchant_id = $1 AND platform_name = $2 AND domain = $4 RETURNING id";
+    on_conn!(tx, conn => Ok(bind_new_token!(sqlx::query_scalar(SQL), token)
         .fetch_optional(&mut *conn)
         .await?))
 }
@@ -136,24 +143,13 @@ pub async fn insert_new(
     id: Uuid,
     token: &NewToken<'_>,
 ) -> Result<Option<Uuid>, StoreError> {
-    const SQL: &str = "INSERT INTO platform_tokens (id, merchant_id, platform_name, \
+    const SQL: &str = "INSERT INTO platform_tokens (merchant_id, platform_name, \
          platform_shop_id, domain, encrypted_token, encryption_key_id, token_type, expires_at, \
-         scopes, access_count, created_at, updated_at, refreshable) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $11, $12) \
+         scopes, created_at, updated_at, refreshable, access_count, id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, 0, $12) \
          ON CONFLICT (merchant_id, platform_name) DO NOTHING RETURNING id";
-    on_conn!(tx, conn => Ok(sqlx::query_scalar(SQL)
+    on_conn!(tx, conn => Ok(bind_new_token!(sqlx::query_scalar(SQL), token)
         .bind(id)
-        .bind(token.merchant_id)
-        .bind(token.platform_name)
-        .bind(token.platform_shop_id)
-        .bind(token.domain)
-        .bind(token.encrypted_token)
-        .bind(token.encryption_key_id)
-        .bind(token.token_type)
-        .bind(token.expires_at)
-        .bind(token.scopes)
-        .bind(token.now)
-        .bind(token.refreshable)
         .fetch_optional(&mut *conn)
         .await?))
 }

@@ -182,7 +182,17 @@ pub(super) async fn claim(
         .ok()
         .and_then(|plain| serde_json::from_slice::<Map<String, Value>>(&plain).ok());
     let Some(token_data) = token_data else {
-        queries::release_lease(tx, row.id, &claim.owner).await?;
+        // Retrying will not help until someone stores the token again; back off for long.
+        let next_attempt_at = Some(now + chrono::Duration::hours(1));
+        queries::save_refresh_failure(
+            tx,
+            row.id,
+            &claim.owner,
+            "DECRYPTION_FAILED",
+            false,
+            next_attempt_at,
+        )
+        .await?;
         return Ok(ClaimOutcome::Undecryptable);
     };
     Ok(ClaimOutcome::Claimed(ClaimedToken {
