@@ -1,8 +1,7 @@
 //! `/openapi.json` and `/docs`: the API document and an interactive page (Swagger UI)
 //! served entirely by the binary, its assets compiled in, so it works on closed networks.
 
-use std::sync::Arc;
-
+use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,9 +21,9 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(docs_asset))
 }
 
-/// The document, serialized once when the router is built.
+/// The document, serialized once when the router is built (cloning shares the bytes).
 #[derive(Clone)]
-pub(super) struct OpenApiJson(pub Arc<str>);
+pub(super) struct OpenApiJson(pub Bytes);
 
 /// The page may load only what this service serves; anything else the browser refuses.
 const PAGE_POLICY: &str =
@@ -72,7 +71,7 @@ fn with_type(content_type: &'static str, body: impl IntoResponse) -> Response {
     )
 )]
 async fn openapi_json(Extension(document): Extension<OpenApiJson>) -> Response {
-    with_type("application/json", document.0.to_string())
+    with_type("application/json", document.0)
 }
 
 /// The API page

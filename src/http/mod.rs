@@ -74,7 +74,7 @@ pub fn router(state: AppState, settings: RouterSettings) -> Router {
         metrics: state.vault.metrics().clone(),
     };
     routes
-        .layer(Extension(docs::OpenApiJson(document.into())))
+        .layer(Extension(docs::OpenApiJson(document.into_bytes().into())))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
