@@ -228,6 +228,7 @@ impl Metrics {
         self.0.token_operations.get_or_create(&labels).inc();
     }
 
+    /// Stored tokens that did not decrypt (counted once per row and read, after commit).
     pub fn decryption_failures(&self, count: u64) {
         if count > 0 {
             self.0.decryption_failures.inc_by(count);
@@ -261,7 +262,9 @@ impl Metrics {
         self.0.batch_duration.observe(took.as_secs_f64());
     }
 
-    /// Hook for the outbox relay: the number of events not yet published, after each pass.
+    /// Hook for the outbox relay (`crate::events`, SPEC §5): after each pass it reports the
+    /// events not yet published. The relay reaches this registry through
+    /// [`crate::vault::Vault::metrics`]; until one runs, the gauge stays 0.
     pub fn set_outbox_backlog(&self, pending: u64) {
         self.0
             .outbox_backlog

@@ -40,6 +40,7 @@ pub struct AppState {
     pub vault: Vault,
     pub auth: Arc<Authenticator>,
     pub refresher: Arc<Refresher>,
+    /// Per-caller rate limits, checked by the auth extractors and the address middleware.
     pub limits: Arc<RateLimits>,
 }
 

@@ -71,6 +71,7 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
+    /// The configured limits, counting refusals into `metrics`.
     pub fn new(settings: &RateLimitSettings, metrics: &Metrics) -> Self {
         Self {
             ip: settings.ip.map(|q| Limit::new("ip", q, MAX_KEYS, metrics)),

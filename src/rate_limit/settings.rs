@@ -116,6 +116,7 @@ impl TrustedProxies {
         Ok(Self(blocks))
     }
 
+    /// Whether `ip` is one of the trusted proxies.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.0
