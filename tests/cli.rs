@@ -196,6 +196,10 @@ fn dev_mode_works_without_settings_and_keeps_its_secrets() {
     assert!(printed.contains("curl -sS -X POST"), "{printed}");
     assert!(printed.contains("/api/v1/tokens/merchant-1?platform=shopify"));
     assert!(printed.contains("-X DELETE"));
+    assert!(
+        printed.contains(&format!("http://127.0.0.1:{port}/docs")),
+        "{printed}"
+    );
 
     let _again = start();
     assert_eq!(
