@@ -23,9 +23,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/token-service /usr/local/bin/token-service
 # Working directory for the embedded SQLite default (./data); mount a volume here to use it.
-COPY --from=build --chown=nonroot:nonroot /out/data /data
+COPY --from=build --chown=65532:65532 /out/data /data
 WORKDIR /data
-USER nonroot:nonroot
+# Numeric, so that orchestrators can verify it is not root (Kubernetes runAsNonRoot).
+USER 65532:65532
 ENV API_HOST=0.0.0.0 \
     TOKEN_API_EXTERNAL_PORT=8007 \
     LOG_FORMAT=json
