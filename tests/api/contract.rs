@@ -402,8 +402,8 @@ async fn every_documented_response_matches_what_the_service_answers(backend: Bac
 
     // A request that outlives the timeout answers 503 in the envelope.
     let fake = FakeShopify::start().await;
-    fake.behave(|b| b.delay = Duration::from_secs(5));
-    let slow = app_with(backend, &fake, &[("REQUEST_TIMEOUT_SECS", "1")]).await;
+    fake.behave(|b| b.delay = Duration::from_secs(10));
+    let slow = app_with(backend, &fake, &[("REQUEST_TIMEOUT_SECS", "2")]).await;
     let jwt_slow = client_jwt(SHOP);
     let body = refreshable("m-c3", &fake.issue_refresh_token());
     assert_eq!(

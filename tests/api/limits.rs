@@ -22,7 +22,8 @@ async fn assert_limited(response: reqwest::Response, limit: &str) -> u64 {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=3).contains(&retry_after), "{retry_after}");
+    // One request every 4 s in these tests: the wait is at most that.
+    assert!((1..=4).contains(&retry_after), "{retry_after}");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "RATE_LIMITED");
     assert_eq!(body["error"]["details"]["limit"], limit);
@@ -45,7 +46,7 @@ async fn a_burst_over_the_shop_limit_gets_429_and_the_limit_recovers() {
     let app = spawn_app_with(
         Backend::Sqlite,
         &[
-            ("RATE_LIMIT_SHOP_PER_SEC", "0.5"),
+            ("RATE_LIMIT_SHOP_PER_SEC", "0.25"),
             ("RATE_LIMIT_SHOP_BURST", "3"),
         ],
     )
@@ -87,7 +88,7 @@ async fn each_service_has_its_own_limit() {
     let app = spawn_app_with(
         Backend::Sqlite,
         &[
-            ("RATE_LIMIT_SERVICE_PER_SEC", "0.5"),
+            ("RATE_LIMIT_SERVICE_PER_SEC", "0.25"),
             ("RATE_LIMIT_SERVICE_BURST", "2"),
         ],
     )
@@ -107,7 +108,7 @@ async fn the_address_limit_applies_before_authentication() {
     let app = spawn_app_with(
         Backend::Sqlite,
         &[
-            ("RATE_LIMIT_IP_PER_SEC", "0.5"),
+            ("RATE_LIMIT_IP_PER_SEC", "0.25"),
             ("RATE_LIMIT_IP_BURST", "3"),
         ],
     )
@@ -129,7 +130,7 @@ async fn clients_behind_a_trusted_proxy_are_limited_one_by_one() {
     let app = spawn_app_with(
         Backend::Sqlite,
         &[
-            ("RATE_LIMIT_IP_PER_SEC", "0.5"),
+            ("RATE_LIMIT_IP_PER_SEC", "0.25"),
             ("RATE_LIMIT_IP_BURST", "1"),
             ("TRUSTED_PROXIES", "127.0.0.1/32"),
         ],
@@ -157,8 +158,8 @@ async fn a_handler_over_the_timeout_answers_503_in_the_envelope() {
     // A handler waiting on a platform that does not answer in time. (A client that stalls
     // its upload is answered the same way: see `abuse`.)
     let fake = FakeShopify::start().await;
-    fake.behave(|b| b.delay = Duration::from_secs(5));
-    let app = app_with(Backend::Sqlite, &fake, &[("REQUEST_TIMEOUT_SECS", "1")]).await;
+    fake.behave(|b| b.delay = Duration::from_secs(10));
+    let app = app_with(Backend::Sqlite, &fake, &[("REQUEST_TIMEOUT_SECS", "2")]).await;
     let mut body = token_body(
         "m-slow",
         "shopify",
@@ -179,7 +180,11 @@ async fn a_handler_over_the_timeout_answers_503_in_the_envelope() {
         .await
         .unwrap();
     assert_eq!(response.status(), 503);
-    assert!(started.elapsed() < Duration::from_secs(4));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
     // The service is still there for the next request.
