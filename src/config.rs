@@ -11,6 +11,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::crypto::{KeyId, Keyring, KeyringError};
+use crate::events::EventSettings;
 use crate::http::server::ServerLimits;
 use crate::rate_limit::RateLimitSettings;
 use crate::refresh::settings::RefreshSettings;
@@ -82,7 +83,8 @@ pub struct Config {
     pub allowed_readers: HashSet<String>,
     pub log_level: String,
     pub log_format: LogFormat,
-    pub nats_url: Option<String>,
+    /// NATS_URL and the other event bus settings (`crate::events`).
+    pub events: EventSettings,
     pub request_timeout: Duration,
     pub db_max_connections: u32,
     pub db_writers: usize,
@@ -218,8 +220,8 @@ impl Config {
             Some(f) if f == "pretty" => LogFormat::Pretty,
             Some(_) => return Err(ConfigError::new("LOG_FORMAT", "must be json or pretty")),
         };
-        // NATS_URL: the platform bus; unset keeps events in the outbox.
-        let nats_url = var("NATS_URL");
+        // NATS_URL, NATS_STREAM, NATS_SUBJECT_PREFIX, OUTBOX_RETENTION_HOURS: see EventSettings.
+        let events = EventSettings::from_vars(var)?;
         // REQUEST_TIMEOUT_SECS: longest a request may take before a 503; default 30.
         let request_timeout = Duration::from_secs(parse_num::<u64>(
             "REQUEST_TIMEOUT_SECS",
@@ -311,7 +313,7 @@ impl Config {
             allowed_readers,
             log_level,
             log_format,
-            nats_url,
+            events,
             request_timeout,
             db_max_connections,
             db_writers,

@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod rate_limit;

@@ -194,7 +194,7 @@ impl Metrics {
             outbox_backlog: registered(
                 r,
                 "outbox_backlog",
-                "Events in the outbox not yet published (reported by the outbox relay; 0 where none runs)",
+                "Events in the outbox not yet published to NATS (counted at each scrape)",
                 Gauge::default(),
             ),
             registry,
@@ -262,9 +262,9 @@ impl Metrics {
         self.0.batch_duration.observe(took.as_secs_f64());
     }
 
-    /// Hook for the outbox relay (`crate::events`, SPEC §5): after each pass it reports the
-    /// events not yet published. The relay reaches this registry through
-    /// [`crate::vault::Vault::metrics`]; until one runs, the gauge stays 0.
+    /// The events in the outbox not yet published (`crate::events`, SPEC §5). `/metrics`
+    /// counts them in the database when scraped, so the gauge also shows events piling up
+    /// while no relay runs (NATS unreachable or `NATS_URL` unset).
     pub fn set_outbox_backlog(&self, pending: u64) {
         self.0
             .outbox_backlog

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::events::EventTasks;
 use crate::http::server::ServerLimits;
 use crate::http::{self, auth::Authenticator, AppState, RouterSettings};
 use crate::metrics::Metrics;
@@ -27,6 +28,7 @@ pub struct Application {
     /// `/metrics` on a port of its own (`METRICS_PORT`).
     metrics: Option<(TcpListener, Router)>,
     committer: Committer,
+    events: EventTasks,
     db: Db,
     stop_background: watch::Sender<bool>,
     background: Option<JoinHandle<()>>,
@@ -56,6 +58,7 @@ impl Application {
         let metrics = Metrics::new();
         let (vault, committer) =
             Vault::start(db.clone(), keyring, config.db_writers, metrics.clone());
+        let events = EventTasks::start(&db, &vault, &config.events).await?;
         let auth = Arc::new(Authenticator::new(
             &config.client_jwt,
             &config.internal_keys,
@@ -94,6 +97,7 @@ impl Application {
             router,
             metrics,
             committer,
+            events,
             db,
             stop_background,
             background,
@@ -110,10 +114,11 @@ impl Application {
         listener.local_addr().ok().map(|a| a.port())
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests, answers every
-    /// queued database job and closes the pool.
+    /// Serves until `shutdown` resolves, then finishes in-flight requests, stops consuming
+    /// events, answers every queued database job, publishes the events they wrote (for a
+    /// bounded time) and closes the pool.
     pub async fn run_until_stopped(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
@@ -143,10 +148,12 @@ impl Application {
             metrics.await.context("serving metrics")?;
         }
         let _ = self.stop_background.send(true);
-        if let Some(background) = self.background {
+        if let Some(background) = self.background.take() {
             let _ = background.await;
         }
+        self.events.stop_listener().await;
         self.committer.finish().await;
+        self.events.stop_relay().await;
         self.db.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -13,6 +13,8 @@ use super::AppState;
 use crate::metrics::Snapshot;
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Longest a scrape waits for the outbox count.
+const OUTBOX_COUNT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The route on the API port, described in the API document.
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -42,6 +44,15 @@ pub fn metrics_only(state: AppState) -> Router {
     )
 )]
 async fn metrics(State(state): State<AppState>) -> Response {
+    // The outbox is counted in the database; a slow or absent database must not hold up
+    // the rest of the scrape, which then shows the last count.
+    let backlog = tokio::time::timeout(OUTBOX_COUNT_TIMEOUT, state.vault.outbox_backlog()).await;
+    if let Ok(Ok(pending)) = backlog {
+        state
+            .vault
+            .metrics()
+            .set_outbox_backlog(u64::try_from(pending).unwrap_or(0));
+    }
     let (pool, queue_depth) = state.vault.usage();
     let snapshot = Snapshot {
         pool_open: pool.open,

@@ -264,7 +264,8 @@ impl Refresher {
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty());
         let (Some(provider), Some(grant_token)) = (provider, grant_token) else {
-            self.finish(&token, FinishResult::Release, audit).await?;
+            self.finish(&token, FinishResult::Release, exchange, audit)
+                .await?;
             return Err(RefreshFailure::NotRefreshable);
         };
         let grant = || match exchange {
@@ -302,7 +303,7 @@ impl Refresher {
                     key_id,
                     expires_at,
                 };
-                let outcome = self.finish(&token, result, audit).await?;
+                let outcome = self.finish(&token, result, exchange, audit).await?;
                 if outcome == FinishOutcome::Superseded {
                     tracing::warn!(token_id = %token.id, "token changed during its refresh; kept the newer credential");
                 }
@@ -318,7 +319,7 @@ impl Refresher {
                     reauth,
                     next_attempt_at,
                 };
-                self.finish(&token, result, audit).await?;
+                self.finish(&token, result, exchange, audit).await?;
                 Err(RefreshFailure::Failed(error.code()))
             }
         }
@@ -328,6 +329,7 @@ impl Refresher {
         &self,
         token: &ClaimedToken,
         result: FinishResult,
+        exchange: bool,
         audit: AuditContext,
     ) -> Result<FinishOutcome, RefreshFailure> {
         let finish = FinishRefresh {
@@ -335,6 +337,9 @@ impl Refresher {
             owner: self.owner.clone(),
             merchant_id: token.merchant_id.clone(),
             platform_name: token.platform_name.clone(),
+            platform_shop_id: token.platform_shop_id.clone(),
+            domain: token.domain.clone(),
+            exchange,
             result,
             audit,
         };
@@ -421,6 +426,7 @@ mod tests {
             id: Uuid::nil(),
             merchant_id: "m".into(),
             platform_name: "shopify".into(),
+            platform_shop_id: "1".into(),
             domain: "s.myshopify.com".into(),
             token_data: serde_json::from_str(
                 r#"{"access_token":"old","refresh_token":"r1","extra":1}"#,

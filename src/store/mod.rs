@@ -5,6 +5,7 @@
 //! module knows which engine it talks to.
 
 mod audit;
+mod outbox;
 pub mod refresh;
 mod tokens;
 
@@ -19,9 +20,12 @@ use sqlx::{Postgres, Sqlite, Transaction};
 
 pub use audit::{record_access, FAILED_AUDIT_WRITES};
 pub use audit::{AccessRecord, AccessType};
+pub use outbox::{
+    backlog, claim_pending, insert_event, prune_published, Backlog, Claim, NewEvent, PendingEvent,
+};
 pub use tokens::{
-    delete_owned, find_owner, find_tokens, insert_new, record_read, update_owned, NewToken,
-    RefreshColumns, StoredToken,
+    delete_for_shop, delete_owned, find_owner, find_tokens, insert_new, record_read, update_owned,
+    DeletedToken, NewToken, RefreshColumns, StoredToken,
 };
 
 /// How long a request waits for a database connection before the database counts as down.
@@ -182,9 +186,13 @@ impl Db {
 
     /// Starts a transaction. Not getting a connection at all means the database is down,
     /// whatever the driver's reason.
+    ///
+    /// SQLite transactions take the write lock when they begin (waiting for it up to the busy
+    /// timeout): a transaction that read first could not upgrade once another connection (the
+    /// outbox relay) had committed, and would fail with SQLITE_BUSY.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         match self {
-            Db::Sqlite(pool) => pool.begin().await.map(Tx::Sqlite),
+            Db::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(Tx::Sqlite),
             Db::Postgres(pool) => pool.begin().await.map(Tx::Postgres),
         }
         .map_err(StoreError::Unavailable)

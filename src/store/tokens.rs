@@ -169,21 +169,59 @@ pub async fn find_owner(
         .await?))
 }
 
-/// Deletes (merchant, platform) if `domain` owns it; the deleted row's id.
+/// Deletes (merchant, platform) if `domain` owns it; the deleted row's id and platform_shop_id.
 pub async fn delete_owned(
     tx: &mut Tx,
     merchant_id: &str,
     platform_name: &str,
     domain: &str,
-) -> Result<Option<Uuid>, StoreError> {
+) -> Result<Option<(Uuid, String)>, StoreError> {
     const SQL: &str = "DELETE FROM platform_tokens \
-         WHERE merchant_id = $1 AND platform_name = $2 AND domain = $3 RETURNING id";
-    on_conn!(tx, conn => Ok(sqlx::query_scalar(SQL)
+         WHERE merchant_id = $1 AND platform_name = $2 AND domain = $3 \
+         RETURNING id, platform_shop_id";
+    on_conn!(tx, conn => Ok(sqlx::query_as(SQL)
         .bind(merchant_id)
         .bind(platform_name)
         .bind(domain)
         .fetch_optional(&mut *conn)
         .await?))
+}
+
+/// A row removed because its shop uninstalled the app.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeletedToken {
+    pub id: Uuid,
+    pub merchant_id: String,
+    pub platform_name: String,
+    pub platform_shop_id: String,
+    pub domain: String,
+}
+
+/// Deletes every token of the shop (`platform_name` + `platform_shop_id`, and `domain` when
+/// given) last written before `written_before`; the deleted rows, by merchant.
+pub async fn delete_for_shop(
+    tx: &mut Tx,
+    platform_name: &str,
+    platform_shop_id: &str,
+    domain: Option<&str>,
+    written_before: DateTime<Utc>,
+) -> Result<Vec<DeletedToken>, StoreError> {
+    // On SQLite timestamps are RFC 3339 text in UTC, written and bound alike, so `<=` orders
+    // them chronologically there too.
+    const SQL: &str = "DELETE FROM platform_tokens WHERE platform_name = $1 \
+         AND platform_shop_id = $2 AND ($3 IS NULL OR domain = $3) AND updated_at <= $4 \
+         RETURNING id, merchant_id, platform_name, platform_shop_id, domain";
+    on_conn!(tx, conn => {
+        let mut rows: Vec<DeletedToken> = sqlx::query_as(SQL)
+            .bind(platform_name)
+            .bind(platform_shop_id)
+            .bind(domain)
+            .bind(written_before)
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.sort_by(|a, b| a.merchant_id.cmp(&b.merchant_id));
+        Ok(rows)
+    })
 }
 
 /// Counts a successful read of the token by `service`.

@@ -7,6 +7,7 @@
 mod committer;
 mod ops;
 mod refresh_ops;
+mod uninstall;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,7 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::crypto::{Keyring, RowIdentity};
-use crate::domain::{MerchantId, Platform, ShopDomain, StoreTokenRequest, TokenDataJson};
+use crate::domain::{
+    MerchantId, Platform, PlatformShopId, ShopDomain, StoreTokenRequest, TokenDataJson,
+};
 use crate::metrics::Metrics;
 use crate::store::{Db, StoreError};
 
@@ -153,6 +156,31 @@ pub struct DeniedRead {
     pub audit: AuditContext,
 }
 
+/// A shop uninstalled the app (`evt.webhook.app.uninstalled.v1`): its credentials go.
+#[derive(Debug)]
+pub struct UninstallCommand {
+    pub platform: Platform,
+    pub platform_shop_id: PlatformShopId,
+    /// When given, only the shop's tokens stored under this domain match.
+    pub domain: Option<ShopDomain>,
+    /// When the uninstall happened: a token written after it belongs to a new installation
+    /// and is kept, so a late or redelivered event cannot delete it.
+    pub occurred_at: DateTime<Utc>,
+    pub audit: AuditContext,
+}
+
+/// One credential an uninstall removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UninstalledToken {
+    pub token_id: Uuid,
+    pub merchant_id: String,
+}
+
+#[derive(Debug, Default)]
+pub struct UninstallOutcome {
+    pub deleted: Vec<UninstalledToken>,
+}
+
 /// Why an operation did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
@@ -195,6 +223,10 @@ pub(crate) enum Job {
     Finish(
         FinishRefresh,
         oneshot::Sender<Result<FinishOutcome, VaultError>>,
+    ),
+    Uninstall(
+        UninstallCommand,
+        oneshot::Sender<Result<UninstallOutcome, VaultError>>,
     ),
 }
 
@@ -350,6 +382,23 @@ impl Vault {
     pub fn usage(&self) -> (crate::store::PoolUsage, usize) {
         let waiting = committer::QUEUE_DEPTH.saturating_sub(self.queue.capacity());
         (self.db.pool_usage(), waiting)
+    }
+
+    /// Events in the outbox not yet published (the relay's backlog), for `/metrics`.
+    pub async fn outbox_backlog(&self) -> Result<i64, VaultError> {
+        let mut tx = self.db.begin().await?;
+        let backlog = crate::store::backlog(&mut tx).await?;
+        tx.rollback().await?;
+        Ok(backlog.pending)
+    }
+
+    /// Deletes every token of a shop that uninstalled the app, each deletion audited and
+    /// announced, all in one transaction.
+    pub async fn uninstall(
+        &self,
+        command: UninstallCommand,
+    ) -> Result<UninstallOutcome, VaultError> {
+        self.submit(|tx| Job::Uninstall(command, tx)).await
     }
 
     /// Whether the database answers (readiness). The keyring is loaded before a Vault exists.

@@ -4,13 +4,15 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::refresh_ops::{self, REAUTH_REQUIRED, REFRESH_FAILED};
+use super::uninstall;
 use super::{
     ClaimOutcome, DeleteCommand, DeleteOutcome, DeniedRead, FailedToken, FinishOutcome, Job,
-    ReadCommand, ReadOutcome, ReadRefresh, StoreCommand, StoreOutcome, TokenView, VaultError,
-    DECRYPTION_FAILED,
+    ReadCommand, ReadOutcome, ReadRefresh, StoreCommand, StoreOutcome, TokenView, UninstallOutcome,
+    VaultError, DECRYPTION_FAILED,
 };
 use crate::crypto::{Keyring, RowIdentity};
 use crate::domain::TokenDataJson;
+use crate::events::{self, DeletionReason, PlatformRef, StoredDetails};
 use crate::store::{self, AccessRecord, AccessType, NewToken, StoreError, StoredToken, Tx};
 
 /// What an operation produced, before its transaction commits.
@@ -21,6 +23,7 @@ pub(super) enum Outcome {
     Deny,
     Claim(ClaimOutcome),
     Finish(FinishOutcome),
+    Uninstall(UninstallOutcome),
 }
 
 /// Applies one queued job inside `tx`. An `Err` means the transaction must not commit.
@@ -38,6 +41,9 @@ pub(super) async fn apply(
             .await
             .map(Outcome::Claim),
         Job::Finish(finish, _) => refresh_ops::finish(tx, finish).await.map(Outcome::Finish),
+        Job::Uninstall(command, _) => uninstall::drop_shop_tokens(tx, command)
+            .await
+            .map(Outcome::Uninstall),
     }
 }
 
@@ -79,6 +85,10 @@ impl Job {
             }),
             Job::Finish(_, tx) => send(tx, result, |o| match o {
                 Outcome::Finish(f) => Some(f),
+                _ => None,
+            }),
+            Job::Uninstall(_, tx) => send(tx, result, |o| match o {
+                Outcome::Uninstall(u) => Some(u),
                 _ => None,
             }),
         }
@@ -136,6 +146,20 @@ async fn store_token(tx: &mut Tx, command: &StoreCommand) -> Result<StoreOutcome
             }
         };
         store::record_access(tx, &audit(id, true, None)).await?;
+        let platform = PlatformRef {
+            merchant_id: token.merchant_id,
+            platform_name: token.platform_name,
+            platform_shop_id: token.platform_shop_id,
+            domain: token.domain,
+        };
+        let details = StoredDetails {
+            token_type: token.token_type,
+            expires_at: token.expires_at,
+            scopes: token.scopes,
+            created,
+        };
+        let event = events::token_stored(platform, details, &command.audit.correlation_id, now);
+        store::insert_event(tx, &event.as_new_event()).await?;
         return Ok(StoreOutcome::Stored {
             token_id: id,
             created,
@@ -305,9 +329,10 @@ fn refresh_disposition(
 async fn delete_token(tx: &mut Tx, command: &DeleteCommand) -> Result<DeleteOutcome, StoreError> {
     let merchant_id = command.merchant_id.as_str();
     let platform = command.platform.as_str();
-    let deleted = store::delete_owned(tx, merchant_id, platform, command.owner.as_str()).await?;
-    let (token_id, outcome) = match deleted {
-        Some(id) => (Some(id), DeleteOutcome::Deleted),
+    let owner = command.owner.as_str();
+    let deleted = store::delete_owned(tx, merchant_id, platform, owner).await?;
+    let (token_id, outcome) = match &deleted {
+        Some((id, _)) => (Some(*id), DeleteOutcome::Deleted),
         None => (
             store::find_owner(tx, merchant_id, platform)
                 .await?
@@ -316,6 +341,7 @@ async fn delete_token(tx: &mut Tx, command: &DeleteCommand) -> Result<DeleteOutc
         ),
     };
     let success = outcome == DeleteOutcome::Deleted;
+    let now = Utc::now();
     let record = AccessRecord {
         token_id,
         merchant_id,
@@ -326,9 +352,20 @@ async fn delete_token(tx: &mut Tx, command: &DeleteCommand) -> Result<DeleteOutc
         error_code: (!success).then_some("TOKEN_NOT_FOUND"),
         correlation_id: &command.audit.correlation_id,
         ip_address: command.audit.ip_address.as_deref(),
-        at: Utc::now(),
+        at: now,
     };
     store::record_access(tx, &record).await?;
+    if let Some((_, platform_shop_id)) = &deleted {
+        let platform = PlatformRef {
+            merchant_id,
+            platform_name: platform,
+            platform_shop_id,
+            domain: owner,
+        };
+        let reason = DeletionReason::DeletedByOwner;
+        let event = events::token_deleted(platform, reason, &command.audit.correlation_id, now);
+        store::insert_event(tx, &event.as_new_event()).await?;
+    }
     Ok(outcome)
 }
 

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::AuditContext;
 use crate::crypto::{Keyring, RowIdentity};
+use crate::events::{self, PlatformRef};
 use crate::store::refresh::{self as queries, Refreshed};
 use crate::store::{self, AccessRecord, AccessType, StoreError, Tx};
 
@@ -79,6 +80,7 @@ pub struct ClaimedToken {
     pub id: Uuid,
     pub merchant_id: String,
     pub platform_name: String,
+    pub platform_shop_id: String,
     pub domain: String,
     pub token_data: Map<String, Value>,
     /// The ciphertext the refresh starts from, for the compare-and-swap when saving.
@@ -117,6 +119,10 @@ pub struct FinishRefresh {
     pub owner: String,
     pub merchant_id: String,
     pub platform_name: String,
+    pub platform_shop_id: String,
+    pub domain: String,
+    /// A token exchange (migration to expiring tokens) rather than a refresh.
+    pub exchange: bool,
     pub result: FinishResult,
     pub audit: AuditContext,
 }
@@ -155,23 +161,34 @@ pub(super) async fn claim(
     claim: &ClaimRefresh,
 ) -> Result<ClaimOutcome, StoreError> {
     let now = Utc::now();
+    // Lease first, then read: the row read under the lease is the latest committed one, so
+    // a refresh that another replica committed a moment ago is seen here, and its refresh
+    // token is never replayed from a stale read.
+    let leased =
+        queries::take_lease(tx, claim.token_id, &claim.owner, claim.lease_until, now).await?;
     let Some(row) = queries::find_token_by_id(tx, claim.token_id).await? else {
         return Ok(ClaimOutcome::Gone);
     };
-    let exchange = matches!(claim.purpose, RefreshPurpose::ExchangeToExpiring);
-    if row.refresh.refreshable == exchange || (exchange && row.platform_name != "shopify") {
-        return Ok(ClaimOutcome::NotRefreshable);
-    }
-    if !exchange && row.refresh.state.as_deref() == Some("reauth_required") {
-        return Ok(ClaimOutcome::ReauthRequired);
-    }
-    if let RefreshPurpose::IfDueBefore(due) = claim.purpose {
-        if row.expires_at.is_none_or(|at| at > due) {
-            return Ok(ClaimOutcome::NotDue);
-        }
-    }
-    if !queries::take_lease(tx, row.id, &claim.owner, claim.lease_until, now).await? {
+    if !leased {
         return Ok(ClaimOutcome::Busy);
+    }
+    let exchange = matches!(claim.purpose, RefreshPurpose::ExchangeToExpiring);
+    let refusal =
+        if row.refresh.refreshable == exchange || (exchange && row.platform_name != "shopify") {
+            Some(ClaimOutcome::NotRefreshable)
+        } else if !exchange && row.refresh.state.as_deref() == Some("reauth_required") {
+            Some(ClaimOutcome::ReauthRequired)
+        } else {
+            match claim.purpose {
+                RefreshPurpose::IfDueBefore(due) if row.expires_at.is_none_or(|at| at > due) => {
+                    Some(ClaimOutcome::NotDue)
+                }
+                _ => None,
+            }
+        };
+    if let Some(refusal) = refusal {
+        queries::release_lease(tx, row.id, &claim.owner).await?;
+        return Ok(refusal);
     }
     let identity = RowIdentity {
         merchant_id: &row.merchant_id,
@@ -199,6 +216,7 @@ pub(super) async fn claim(
         id: row.id,
         merchant_id: row.merchant_id,
         platform_name: row.platform_name,
+        platform_shop_id: row.platform_shop_id,
         domain: row.domain,
         token_data,
         encrypted_token: row.encrypted_token,
@@ -211,6 +229,13 @@ pub(super) async fn finish(
     finish: &FinishRefresh,
 ) -> Result<FinishOutcome, StoreError> {
     let now = Utc::now();
+    let platform = PlatformRef {
+        merchant_id: &finish.merchant_id,
+        platform_name: &finish.platform_name,
+        platform_shop_id: &finish.platform_shop_id,
+        domain: &finish.domain,
+    };
+    let correlation_id = &finish.audit.correlation_id;
     let (outcome, success, error_code) = match &finish.result {
         FinishResult::Refreshed {
             previous_ciphertext,
@@ -232,6 +257,14 @@ pub(super) async fn finish(
             )
             .await?;
             if saved {
+                let grant = if finish.exchange {
+                    "exchange"
+                } else {
+                    "refresh"
+                };
+                let event =
+                    events::token_refreshed(platform, *expires_at, grant, correlation_id, now);
+                store::insert_event(tx, &event.as_new_event()).await?;
                 (FinishOutcome::Saved, true, None)
             } else {
                 queries::release_lease(tx, finish.token_id, &finish.owner).await?;
@@ -252,6 +285,10 @@ pub(super) async fn finish(
                 *next_attempt_at,
             )
             .await?;
+            if *reauth {
+                let event = events::token_reauth_required(platform, code, correlation_id, now);
+                store::insert_event(tx, &event.as_new_event()).await?;
+            }
             (FinishOutcome::Recorded, false, Some(*code))
         }
         FinishResult::Release => {

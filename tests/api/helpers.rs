@@ -190,8 +190,6 @@ pub struct TestApp {
     /// A separate pool on the service's database, for checking what is stored.
     pub db: Db,
     pub database: TestDatabase,
-    /// Dropping it stops the service gracefully.
-    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -206,9 +204,32 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
 
 /// Starts the service on an existing database (to restart it with other settings).
 pub async fn spawn_app_on(database: TestDatabase, overrides: &[(&str, &str)]) -> TestApp {
+    let (address, metrics_port) = start(&database.url, overrides).await;
+    let db = Db::connect(
+        &database.url,
+        token_service::store::PoolSettings { max_connections: 2 },
+    )
+    .await
+    .unwrap();
+    TestApp {
+        address,
+        metrics_port,
+        client: reqwest::Client::new(),
+        db,
+        database,
+    }
+}
+
+/// Starts one more instance of the service on `url` (a replica); its base address.
+pub async fn start_service(url: &str, overrides: &[(&str, &str)]) -> String {
+    start(url, overrides).await.0
+}
+
+/// Starts the service: its base address, and its metrics port when `METRICS_PORT` is set.
+async fn start(url: &str, overrides: &[(&str, &str)]) -> (String, Option<u16>) {
     init_logs();
     let mut vars: HashMap<String, String> = [
-        ("DATABASE_URL", database.url.as_str()),
+        ("DATABASE_URL", url),
         ("API_HOST", "127.0.0.1"),
         ("TOKEN_API_EXTERNAL_PORT", "0"),
         ("CLIENT_JWT_SECRET", CLIENT_SECRET),
@@ -232,28 +253,8 @@ pub async fn spawn_app_on(database: TestDatabase, overrides: &[(&str, &str)]) ->
         .expect("service starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     let metrics_port = app.metrics_port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        app.run_until_stopped(async move {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap()
-    });
-    let db = Db::connect(
-        &database.url,
-        token_service::store::PoolSettings { max_connections: 2 },
-    )
-    .await
-    .unwrap();
-    TestApp {
-        address,
-        metrics_port,
-        client: reqwest::Client::new(),
-        db,
-        database,
-        _stop: stop,
-    }
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    (address, metrics_port)
 }
 
 /// A client JWT for `shop`, valid for an hour.
@@ -341,6 +342,15 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// The single number a query answers (a `COUNT(*)`), on the service's database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        match &self.db {
+            Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// Runs one statement on the service's database.

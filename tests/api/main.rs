@@ -8,6 +8,7 @@ mod auth;
 mod chromium;
 mod contract;
 mod docs_page;
+mod events;
 mod fake_shopify;
 mod limits;
 mod metrics;

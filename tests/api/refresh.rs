@@ -127,6 +127,31 @@ async fn concurrent_reads_share_one_refresh(backend: Backend) {
         .count();
     assert_eq!(reads, 100, "each read audited exactly once");
 
+    let events = crate::events::support::outbox(&app.db).await;
+    let refreshed: Vec<_> = events
+        .iter()
+        .filter(|e| e.subject == "evt.token.refreshed.v1")
+        .collect();
+    assert_eq!(refreshed.len(), 1, "one refreshed event");
+    assert_eq!(
+        refreshed[0].payload["data"]["platform"]["merchant_id"],
+        "m-fresh"
+    );
+    assert_eq!(refreshed[0].payload["data"]["grant"], "refresh");
+    let all_events =
+        serde_json::to_string(&events.iter().map(|e| &e.payload).collect::<Vec<_>>()).unwrap();
+    for secret in [
+        r0.as_str(),
+        expected.as_str(),
+        CLIENT_SECRET,
+        "shpat_original",
+    ] {
+        assert!(
+            !all_events.contains(secret),
+            "a token or the client secret is in an event"
+        );
+    }
+
     let logs = captured_logs();
     for secret in [
         r0.as_str(),
@@ -199,6 +224,18 @@ async fn invalid_grant_requires_reauthorization(backend: Backend) {
         refresh_audits(&app.audit_rows("m-reauth").await),
         [(false, Some("REAUTH_REQUIRED".into()))]
     );
+
+    let events = crate::events::support::outbox(&app.db).await;
+    let reauth: Vec<_> = events
+        .iter()
+        .filter(|e| e.subject == "evt.token.reauth_required.v1")
+        .collect();
+    assert_eq!(reauth.len(), 1);
+    assert_eq!(
+        reauth[0].payload["data"]["platform"]["merchant_id"],
+        "m-reauth"
+    );
+    assert_eq!(reauth[0].payload["data"]["error_code"], "REAUTH_REQUIRED");
 
     // Re-authorization state: no more calls to the platform.
     let calls = fake.refresh_calls();
