@@ -200,7 +200,9 @@ async fn metrics_move_by_what_the_requests_did(backend: Backend) {
     assert!(delta("token_service_db_batch_duration_seconds_count") >= 1.0);
     let max = if backend == Backend::Sqlite { 2.0 } else { 6.0 };
     assert_eq!(after.get("token_service_db_pool_max_connections"), max);
-    assert!(after.get(r#"token_service_db_pool_connections{state="idle"}"#) >= 1.0);
+    let open = after.get(r#"token_service_db_pool_connections{state="idle"}"#)
+        + after.get(r#"token_service_db_pool_connections{state="in_use"}"#);
+    assert!(open >= 1.0 && open <= max, "{open} connections open");
     assert_eq!(after.get("token_service_db_queue_depth"), 0.0);
     // Without NATS the events these requests wrote wait in the outbox; the gauge counts them.
     let pending = app
