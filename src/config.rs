@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::crypto::{KeyId, Keyring, KeyringError};
 use crate::events::EventSettings;
 use crate::http::server::ServerLimits;
+use crate::rate_limit::RateLimitSettings;
 use crate::refresh::settings::RefreshSettings;
 
 /// A setting that is missing or breaks its rule.
@@ -133,6 +134,9 @@ pub struct Config {
     pub db_writers: usize,
     pub refresh: Arc<RefreshSettings>,
     pub server_limits: ServerLimits,
+    pub rate_limits: RateLimitSettings,
+    /// A separate port for `/metrics` (then not served on the API port).
+    pub metrics_port: Option<u16>,
 }
 
 /// The embedded default store.
@@ -307,6 +311,20 @@ impl Config {
 
         // Token refresh: see `RefreshSettings::from_lookup` for its variables.
         let refresh = Arc::new(RefreshSettings::from_lookup(&var)?);
+        // RATE_LIMIT_* and TRUSTED_PROXIES: see `RateLimitSettings::from_lookup`.
+        let rate_limits = RateLimitSettings::from_lookup(&var)?;
+        // METRICS_PORT: serve `/metrics` on this port of API_HOST instead of the API port,
+        // so that it need not be exposed with the API; default unset (0 picks a free port).
+        let metrics_port = match var("METRICS_PORT") {
+            None => None,
+            Some(v) => Some(parse_num::<u16>("METRICS_PORT", Some(v), 0)?),
+        };
+        if metrics_port.is_some_and(|p| p != 0 && p == port) {
+            return Err(ConfigError::new(
+                "METRICS_PORT",
+                "must differ from TOKEN_API_EXTERNAL_PORT",
+            ));
+        }
 
         Ok(Self {
             app_env,
@@ -326,6 +344,8 @@ impl Config {
             db_writers,
             refresh,
             server_limits,
+            rate_limits,
+            metrics_port,
         })
     }
 
@@ -489,6 +509,9 @@ mod tests {
             ("TOKEN_ENCRYPTION_KEY_ID", "bad id".to_owned()),
             ("TOKEN_ENCRYPTION_OLD_KEYS", "nocolon".to_owned()),
             ("INTERNAL_JWT_SECRET", "svc:".to_owned()),
+            ("METRICS_PORT", "8007".to_owned()),
+            ("METRICS_PORT", "http".to_owned()),
+            ("RATE_LIMIT_SHOP_BURST", "none".to_owned()),
         ];
         for (name, value) in cases {
             let mut vars = base();

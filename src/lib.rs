@@ -7,6 +7,8 @@ pub mod domain;
 pub mod events;
 pub mod http;
 pub mod lifecycle;
+pub mod metrics;
+pub mod rate_limit;
 pub mod refresh;
 pub mod startup;
 pub mod store;

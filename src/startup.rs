@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::events::EventTasks;
 use crate::http::server::ServerLimits;
-use crate::http::{self, auth::Authenticator, AppState};
+use crate::http::{self, auth::Authenticator, AppState, RouterSettings};
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimits;
 use crate::refresh::{spawn_background_refresh, Refresher};
 use crate::store::{Db, PoolSettings};
 use crate::vault::{Committer, Vault};
@@ -23,6 +25,8 @@ pub struct Application {
     limits: ServerLimits,
     port: u16,
     router: Router,
+    /// `/metrics` on a port of its own (`METRICS_PORT`).
+    metrics: Option<(TcpListener, Router)>,
     committer: Committer,
     events: EventTasks,
     db: Db,
@@ -51,7 +55,9 @@ impl Application {
         if options.migrate {
             db.migrate().await?;
         }
-        let (vault, committer) = Vault::start(db.clone(), keyring, config.db_writers);
+        let metrics = Metrics::new();
+        let (vault, committer) =
+            Vault::start(db.clone(), keyring, config.db_writers, metrics.clone());
         let events = EventTasks::start(&db, &vault, &config.events).await?;
         let auth = Arc::new(Authenticator::new(
             &config.client_jwt,
@@ -67,19 +73,29 @@ impl Application {
             vault,
             auth,
             refresher,
+            limits: Arc::new(RateLimits::new(&config.rate_limits, &metrics)),
         };
-        let router = http::router(state, config.request_timeout);
+        let settings = RouterSettings {
+            request_timeout: config.request_timeout,
+            serve_metrics: config.metrics_port.is_none(),
+        };
+        let metrics = match config.metrics_port {
+            Some(port) => Some((
+                bind(&config.host, port).await?,
+                http::metrics_only(state.clone()),
+            )),
+            None => None,
+        };
+        let router = http::router(state, settings);
 
-        let address = format!("{}:{}", config.host, config.port);
-        let listener = TcpListener::bind(&address)
-            .await
-            .with_context(|| format!("binding {address}"))?;
+        let listener = bind(&config.host, config.port).await?;
         let port = listener.local_addr()?.port();
         Ok(Self {
             listener,
             limits: config.server_limits,
             port,
             router,
+            metrics,
             committer,
             events,
             db,
@@ -92,6 +108,12 @@ impl Application {
         self.port
     }
 
+    /// The port `/metrics` is served on when it has its own (`METRICS_PORT`).
+    pub fn metrics_port(&self) -> Option<u16> {
+        let (listener, _) = self.metrics.as_ref()?;
+        listener.local_addr().ok().map(|a| a.port())
+    }
+
     /// Serves until `shutdown` resolves, then finishes in-flight requests, stops consuming
     /// events, answers every queued database job, publishes the events they wrote (for a
     /// bounded time) and closes the pool.
@@ -99,7 +121,32 @@ impl Application {
         mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        http::server::serve(self.listener, self.router, self.limits, shutdown).await;
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let metrics = self.metrics.map(|(listener, router)| {
+            tokio::spawn(http::server::serve(
+                listener,
+                router,
+                self.limits,
+                until_stopped(stopped.clone()),
+            ))
+        });
+        http::server::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            until_stopped(stopped),
+        )
+        .await;
+        if let Some(metrics) = metrics {
+            metrics.await.context("serving metrics")?;
+        }
         let _ = self.stop_background.send(true);
         if let Some(background) = self.background.take() {
             let _ = background.await;
@@ -111,6 +158,13 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+async fn bind(host: &str, port: u16) -> anyhow::Result<TcpListener> {
+    let address = format!("{host}:{port}");
+    TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("binding {address}"))
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -196,6 +196,10 @@ fn dev_mode_works_without_settings_and_keeps_its_secrets() {
     assert!(printed.contains("curl -sS -X POST"), "{printed}");
     assert!(printed.contains("/api/v1/tokens/merchant-1?platform=shopify"));
     assert!(printed.contains("-X DELETE"));
+    assert!(
+        printed.contains(&format!("http://127.0.0.1:{port}/docs")),
+        "{printed}"
+    );
 
     let _again = start();
     assert_eq!(
@@ -311,4 +315,144 @@ fn maintenance_commands_refuse_a_bad_keyring_clearly() {
         }
     }
     assert!(!dir.path().join("k.db").exists(), "nothing was opened");
+}
+
+/// How one request of the load fared.
+enum Fate {
+    /// Answered 201 in full.
+    Stored(String),
+    /// The server never took it: not one byte came back (it had stopped accepting).
+    NotTaken(String),
+}
+
+/// One store request on its own connection, read to the end.
+fn store_once(port: u16, jwt: &str, shop: &str, merchant: &str) -> Option<Fate> {
+    use std::io::{Read, Write};
+
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let body = serde_json::json!({
+        "merchant_id": merchant, "platform_name": "shopify", "platform_shop_id": "1",
+        "domain": shop, "token_data": {"access_token": "x"}, "token_type": "oauth"
+    })
+    .to_string();
+    let request = format!(
+        "POST /api/v1/tokens HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {jwt}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let sent = stream.write_all(request.as_bytes());
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    if answer.is_empty() {
+        return Some(Fate::NotTaken(merchant.to_owned()));
+    }
+    assert!(
+        sent.is_ok(),
+        "the request was cut off, yet answered: {answer}"
+    );
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a full head");
+    assert!(head.starts_with("HTTP/1.1 201"), "{answer}");
+    let body: serde_json::Value = serde_json::from_str(body).expect("a full body");
+    assert_eq!(body["data"]["status"], "stored");
+    Some(Fate::Stored(merchant.to_owned()))
+}
+
+/// SIGTERM in the middle of steady load: every request the server took is answered in full
+/// and is durable, a request it did not take gets no bytes at all (never half an answer),
+/// and the process exits cleanly.
+#[test]
+fn sigterm_during_load_answers_every_request_it_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let db_path = dir.path().join("load.db");
+    let db = format!("sqlite://{}", db_path.display());
+    let child = valid_env(&mut command(dir.path()), &db)
+        .env("TOKEN_API_EXTERNAL_PORT", port.to_string())
+        // The load comes from one address and few shops; limits are not what is tested.
+        .env("RATE_LIMIT_IP_PER_SEC", "0")
+        .env("RATE_LIMIT_SHOP_PER_SEC", "0")
+        .arg("serve")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    wait_until_up(port);
+
+    let stop_at = Instant::now() + Duration::from_secs(30);
+    let workers: Vec<_> = (0..8)
+        .map(|worker| {
+            std::thread::spawn(move || {
+                let shop = format!("load-{worker}.myshopify.com");
+                let claims =
+                    serde_json::json!({"sub": shop, "exp": chrono::Utc::now().timestamp() + 600});
+                let jwt = jsonwebtoken::encode(
+                    &jsonwebtoken::Header::default(),
+                    &claims,
+                    &jsonwebtoken::EncodingKey::from_secret(
+                        b"cli-test-client-secret-0123456789abcdef",
+                    ),
+                )
+                .unwrap();
+                let mut fates = Vec::new();
+                for i in 0.. {
+                    let merchant = format!("load-{worker}-{i}");
+                    match store_once(port, &jwt, &shop, &merchant) {
+                        Some(fate) => fates.push(fate),
+                        None => break, // refused: the server stopped accepting
+                    }
+                    if Instant::now() > stop_at {
+                        break;
+                    }
+                }
+                fates
+            })
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_millis(800));
+    sigterm(&server.0);
+    let fates: Vec<Fate> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("every answer was whole"))
+        .collect();
+    assert!(wait_exit(&mut server.0).success());
+
+    let stored: std::collections::BTreeSet<String> = fates
+        .iter()
+        .filter_map(|f| match f {
+            Fate::Stored(m) => Some(m.clone()),
+            Fate::NotTaken(_) => None,
+        })
+        .collect();
+    eprintln!(
+        "load across SIGTERM: {} answered 201, {} never taken",
+        stored.len(),
+        fates.len() - stored.len()
+    );
+    assert!(stored.len() >= 20, "the load ran: {} stored", stored.len());
+
+    // What was answered 201 is in the database, and nothing else is.
+    let in_database: std::collections::BTreeSet<String> =
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+            let rows: Vec<(String,)> = sqlx::query_as("SELECT merchant_id FROM platform_tokens")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            rows.into_iter().map(|(m,)| m).collect()
+        });
+    assert_eq!(in_database, stored);
+    for fate in &fates {
+        if let Fate::NotTaken(merchant) = fate {
+            assert!(
+                !in_database.contains(merchant),
+                "{merchant} was stored unanswered"
+            );
+        }
+    }
 }

@@ -6,9 +6,13 @@ use serde_json::Value;
 use token_service::crypto::{KeyId, Keyring, RowIdentity};
 use token_service::domain::{MerchantId, ShopDomain, StoreTokenRequest, TokenDataJson};
 
-fn keyring() -> Keyring {
-    let secret = SecretString::from("property-test-secret-0123456789abcdef".to_owned());
-    Keyring::new((KeyId::parse("k1").unwrap(), &secret), &[]).unwrap()
+/// Built once: key derivation is deliberately slow, and the cases only need one keyring.
+fn keyring() -> &'static Keyring {
+    static KEYRING: std::sync::OnceLock<Keyring> = std::sync::OnceLock::new();
+    KEYRING.get_or_init(|| {
+        let secret = SecretString::from("property-test-secret-0123456789abcdef".to_owned());
+        Keyring::new((KeyId::parse("k1").unwrap(), &secret), &[]).unwrap()
+    })
 }
 
 /// Arbitrary JSON values, nested up to `depth` levels.

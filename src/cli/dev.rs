@@ -101,6 +101,7 @@ pub fn print_examples(config: &Config, port: u16) {
     println!(
         r#"
 token-service is running in development mode on {base} (secrets in {SECRETS_FILE}).
+API page: {base}/docs   (the OpenAPI document: {base}/openapi.json)
 
 # Store a token (client JWT for {DEV_SHOP}, valid 24 h):
 curl -sS -X POST {base}/api/v1/tokens \

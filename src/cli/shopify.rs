@@ -53,7 +53,9 @@ pub async fn run(command: Command) -> Result<(), CliError> {
     let db = Db::connect(&config.database_url, PoolSettings { max_connections: 4 }).await?;
     db.migrate().await?;
     let keyring = Arc::new(config.keyring.build().context("loading the keyring")?);
-    let (vault, committer) = Vault::start(db.clone(), keyring, config.db_writers.min(2));
+    // Nothing scrapes a command's metrics; the vault still needs somewhere to count.
+    let metrics = crate::metrics::Metrics::new();
+    let (vault, committer) = Vault::start(db.clone(), keyring, config.db_writers.min(2), metrics);
     let refresher = Refresher::new(vault.clone(), config.refresh.clone());
 
     let ids = all_candidates(&vault).await?;

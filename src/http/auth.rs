@@ -18,6 +18,7 @@ use super::context::RequestContext;
 use super::error::ApiError;
 use crate::config::{ClientJwtSettings, ServiceKey};
 use crate::domain::ShopDomain;
+use crate::rate_limit::RateLimits;
 
 /// Leeway for `exp` and `nbf`, for clocks that disagree a little.
 const CLOCK_LEEWAY_SECS: u64 = 30;
@@ -147,7 +148,8 @@ fn record_caller(parts: &Parts, caller: &str) {
     }
 }
 
-/// A request made by a shop (through the BFF) with a valid client JWT.
+/// A request made by a shop (through the BFF) with a valid client JWT, within its shop's
+/// rate limit.
 #[derive(Debug, Clone)]
 pub struct ClientAuth {
     pub shop: ShopDomain,
@@ -157,6 +159,7 @@ pub struct ClientAuth {
 impl<S> FromRequestParts<S> for ClientAuth
 where
     Arc<Authenticator>: FromRef<S>,
+    Arc<RateLimits>: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
@@ -164,11 +167,15 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let auth = Arc::<Authenticator>::from_ref(state).authenticate_client(bearer(parts)?)?;
         record_caller(parts, &format!("shop:{}", auth.shop.as_str()));
+        Arc::<RateLimits>::from_ref(state)
+            .check_shop(auth.shop.as_str())
+            .map_err(ApiError::RateLimited)?;
         Ok(auth)
     }
 }
 
-/// A request made by an internal service with a valid service key.
+/// A request made by an internal service with a valid service key, within its service's
+/// rate limit.
 #[derive(Debug, Clone)]
 pub struct InternalAuth {
     pub service: String,
@@ -177,6 +184,7 @@ pub struct InternalAuth {
 impl<S> FromRequestParts<S> for InternalAuth
 where
     Arc<Authenticator>: FromRef<S>,
+    Arc<RateLimits>: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
@@ -184,6 +192,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let auth = Arc::<Authenticator>::from_ref(state).authenticate_service(bearer(parts)?)?;
         record_caller(parts, &format!("service:{}", auth.service));
+        Arc::<RateLimits>::from_ref(state)
+            .check_service(&auth.service)
+            .map_err(ApiError::RateLimited)?;
         Ok(auth)
     }
 }

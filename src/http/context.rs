@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::error::{body_for_status, ApiError, ErrorBody};
+use crate::metrics::Metrics;
 
 const CORRELATION_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
 const REQUEST_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -135,9 +136,16 @@ fn error_envelope(ctx: &RequestContext, status: StatusCode, error: &ErrorBody) -
     json_response(status, body)
 }
 
+/// What the outermost middleware needs: the request timeout, and where to count requests.
+#[derive(Clone)]
+pub struct RequestPolicy {
+    pub timeout: Duration,
+    pub metrics: Metrics,
+}
+
 /// The outermost middleware (see the module docs).
 pub async fn middleware(
-    State(timeout): State<Duration>,
+    State(policy): State<RequestPolicy>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -154,7 +162,7 @@ pub async fn middleware(
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
 
-    let response = match tokio::time::timeout(timeout, next.run(request)).await {
+    let response = match tokio::time::timeout(policy.timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),
     };
@@ -200,6 +208,12 @@ pub async fn middleware(
         HeaderValue::from_static("nosniff"),
     );
 
+    policy.metrics.observe_request(
+        method.as_str(),
+        route.as_deref(),
+        status.as_u16(),
+        started.elapsed(),
+    );
     let error_id = error
         .as_ref()
         .and_then(|e| e.details.as_ref())

@@ -1,10 +1,11 @@
 //! The one error type of the HTTP layer: each variant has one status and one stable code.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use crate::domain::FieldError;
+use crate::rate_limit::Refused;
 use crate::vault::VaultError;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("request validation failed")]
     Validation(Vec<FieldError>),
+    #[error("too many requests")]
+    RateLimited(Refused),
     #[error("service temporarily unavailable")]
     Unavailable,
     #[error("request took too long")]
@@ -64,6 +67,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -83,6 +87,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::Validation(_) => "VALIDATION_ERROR",
+            ApiError::RateLimited(_) => "RATE_LIMITED",
             ApiError::Unavailable | ApiError::Timeout => "SERVICE_UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
@@ -98,6 +103,11 @@ impl ApiError {
             } => Some(json!({"jwt_domain": jwt_domain, "request_domain": request_domain})),
             ApiError::Validation(errors) => Some(json!({ "validation_errors": errors })),
             ApiError::RefreshFailed(reason) => Some(json!({ "reason": reason })),
+            ApiError::RateLimited(refused) => Some(json!({
+                "retryable": true,
+                "retry_after_seconds": retry_after_seconds(refused),
+                "limit": refused.scope,
+            })),
             ApiError::Unavailable | ApiError::Timeout => Some(json!({ "retryable": true })),
             ApiError::Internal(cause) => {
                 let error_id = format!("err_{}", crate::http::context::random_hex12());
@@ -117,9 +127,20 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = self.status_code().into_response();
+        if let ApiError::RateLimited(refused) = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_seconds(refused)),
+            );
+        }
         response.extensions_mut().insert(self.body());
         response
     }
+}
+
+/// Whole seconds, rounded up, at least 1: what `Retry-After` can say.
+fn retry_after_seconds(refused: &Refused) -> u64 {
+    refused.retry_after.as_secs_f64().ceil().max(1.0) as u64
 }
 
 impl From<VaultError> for ApiError {
@@ -154,6 +175,7 @@ pub fn body_for_status(status: StatusCode) -> ErrorBody {
         StatusCode::SERVICE_UNAVAILABLE => {
             ("SERVICE_UNAVAILABLE", "service temporarily unavailable")
         }
+        StatusCode::TOO_MANY_REQUESTS => ("RATE_LIMITED", "too many requests"),
         s if s.is_client_error() => ("BAD_REQUEST", "the request could not be understood"),
         _ => return ApiError::Internal(anyhow::anyhow!("unhandled error status {status}")).body(),
     };

@@ -5,35 +5,57 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{delete, get, post};
-use axum::Router;
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{ClientAuth, InternalAuth};
 use super::body::JsonBody;
 use super::context::{envelope, RequestContext};
 use super::error::ApiError;
+use super::openapi::responses::{
+    InternalError, NotRefreshable, PayloadTooLarge, RateLimited, RefreshFailed, ServiceNotAllowed,
+    ShopForbidden, StoreUnauthorized, TokenNotFound, Unauthorized, Unavailable,
+    UnsupportedMediaType, ValidationFailed,
+};
+use super::schemas::{
+    DeletedEnvelope, PlatformName, StoreTokenBody, StoredEnvelope, TokenDataEnvelope,
+    TokenListEnvelope,
+};
+use super::token_views::{Deleted, Stored, TokenList};
 use super::AppState;
-use crate::domain::{FieldError, MerchantId, Platform, StoreTokenRequest, TokenDataJson};
+use crate::domain::{FieldError, MerchantId, Platform, StoreTokenRequest};
 use crate::vault::{
-    AuditContext, DeleteCommand, DeleteOutcome, DeniedRead, FailedToken, ReadCommand, ReadOutcome,
-    ReadRefresh, RefreshFailure, StoreOutcome, TokenView,
+    AuditContext, DeleteCommand, DeleteOutcome, DeniedRead, ReadCommand, ReadRefresh,
+    RefreshFailure, StoreOutcome,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/tokens", post(store_token))
-        .route("/api/v1/tokens/{merchant_id}", get(read_tokens))
-        .route(
-            "/api/v1/tokens/{merchant_id}/{platform}",
-            delete(delete_token),
-        )
-        .route(
-            "/api/v1/tokens/{merchant_id}/{platform}/refresh",
-            post(refresh_token),
-        )
+/// The token routes, each with its OpenAPI description.
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(store_token))
+        .routes(routes!(read_tokens))
+        .routes(routes!(delete_token))
+        .routes(routes!(refresh_token))
 }
+
+/// Counts an authenticated operation by caller and outcome (`success` or the error code).
+fn count(
+    state: &AppState,
+    operation: &'static str,
+    caller: &str,
+    result: &Result<Response, ApiError>,
+) {
+    let outcome = result.as_ref().map_or_else(ApiError::code, |_| "success");
+    state
+        .vault
+        .metrics()
+        .token_operation(operation, caller, outcome);
+}
+
+/// The metrics caller of client calls: one label for every shop, so that a shop domain
+/// never becomes a label value.
+const SHOP_CALLER: &str = "shop";
 
 fn audit(actor: &str, ctx: &RequestContext, peer: SocketAddr) -> AuditContext {
     AuditContext {
@@ -43,13 +65,30 @@ fn audit(actor: &str, ctx: &RequestContext, peer: SocketAddr) -> AuditContext {
     }
 }
 
-#[derive(Serialize)]
-struct Stored {
-    token_id: String,
-    status: &'static str,
-}
-
-/// Stores or replaces a shop's credential (the BFF calls this after an OAuth callback).
+/// Store a credential
+///
+/// Stores or replaces a shop's credential; the BFF calls this after an OAuth callback. The
+/// body's `domain` must be the shop of the client JWT, and a (merchant_id, platform_name)
+/// stored by another shop cannot be replaced (403, row untouched). A 201 means the token and
+/// its audit row are committed and durable.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    security(("client_jwt" = [])),
+    request_body(content = StoreTokenBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored (created or replaced)", body = StoredEnvelope),
+        (status = 401, response = StoreUnauthorized),
+        (status = 403, response = ShopForbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+        (status = 429, response = RateLimited),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn store_token(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -57,7 +96,19 @@ async fn store_token(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let request = StoreTokenRequest::parse(&body).map_err(ApiError::Validation)?;
+    let result = store(&state, &ctx, auth, peer, &body).await;
+    count(&state, "store", SHOP_CALLER, &result);
+    result
+}
+
+async fn store(
+    state: &AppState,
+    ctx: &RequestContext,
+    auth: ClientAuth,
+    peer: SocketAddr,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let request = StoreTokenRequest::parse(body).map_err(ApiError::Validation)?;
     if request.domain != auth.shop {
         return Err(ApiError::DomainMismatch {
             jwt_domain: auth.shop.as_str().to_owned(),
@@ -65,9 +116,9 @@ async fn store_token(
         });
     }
     let actor = auth.shop.as_str();
-    match state.vault.store(request, audit(actor, &ctx, peer)).await? {
+    match state.vault.store(request, audit(actor, ctx, peer)).await? {
         StoreOutcome::Stored { token_id, .. } => Ok(envelope(
-            &ctx,
+            ctx,
             StatusCode::CREATED,
             &Stored {
                 token_id: token_id.to_string(),
@@ -85,80 +136,31 @@ struct ReadQuery {
     platform: Option<String>,
 }
 
-#[derive(Serialize)]
-pub(super) struct TokenList {
-    tokens: Vec<TokenData>,
-    failed: Vec<Failed>,
-}
-
-impl TokenList {
-    pub(super) fn new(outcome: ReadOutcome) -> Self {
-        let now = Utc::now();
-        Self {
-            tokens: outcome
-                .tokens
-                .into_iter()
-                .map(|v| TokenData::new(v, now))
-                .collect(),
-            failed: outcome
-                .failed
-                .into_iter()
-                .map(
-                    |FailedToken {
-                         platform_name,
-                         code,
-                     }| Failed {
-                        platform_name,
-                        code,
-                    },
-                )
-                .collect(),
-        }
-    }
-}
-
-/// One credential as internal callers receive it (the original service's `TokenData`).
-#[derive(Serialize)]
-pub(super) struct TokenData {
-    platform_name: String,
-    platform_shop_id: String,
-    domain: String,
-    token_data: TokenDataJson,
-    token_type: String,
-    expires_at: Option<String>,
-    is_expired: bool,
-    scopes: Option<String>,
-    /// Present only when a due refresh failed and the still-valid old token is returned.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refresh_error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Failed {
-    platform_name: String,
-    code: &'static str,
-}
-
-impl TokenData {
-    fn new(view: TokenView, now: DateTime<Utc>) -> Self {
-        Self {
-            is_expired: view.expires_at.is_some_and(|at| at < now),
-            expires_at: view
-                .expires_at
-                .map(|at| at.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
-            platform_name: view.platform_name,
-            platform_shop_id: view.platform_shop_id,
-            domain: view.domain,
-            token_data: view.token_data,
-            token_type: view.token_type,
-            scopes: view.scopes,
-            refresh_error: view.refresh_error,
-        }
-    }
-}
-
+/// Read a merchant's credentials
+///
 /// Returns a merchant's credentials decrypted, to allow-listed internal services only.
-/// Tokens about to expire are refreshed first.
+/// Refreshable tokens about to expire are refreshed first. A token that cannot be returned
+/// is listed under `failed`; an unknown merchant has empty lists. Every read is audited in
+/// the same transaction.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens/{merchant_id}",
+    tag = "tokens",
+    security(("service_key" = [])),
+    params(
+        ("merchant_id" = String, Path, description = "The merchant (1–128 characters of `[A-Za-z0-9_.:-]`)"),
+        ("platform" = Option<PlatformName>, Query, description = "Only this platform's token; empty means all"),
+    ),
+    responses(
+        (status = 200, description = "The merchant's tokens", body = TokenListEnvelope),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ServiceNotAllowed),
+        (status = 422, response = ValidationFailed),
+        (status = 429, response = RateLimited),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn read_tokens(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -167,11 +169,16 @@ async fn read_tokens(
     Path(merchant_id): Path<String>,
     Query(query): Query<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    // An empty `platform=` means no filter, as in the original service.
-    let platform = query.platform.filter(|p| !p.is_empty());
-    let command = authorize_read(&state, &auth, &ctx, peer, &merchant_id, platform).await?;
-    let outcome = state.refresher.read(command).await?;
-    Ok(envelope(&ctx, StatusCode::OK, &TokenList::new(outcome)))
+    let result = async {
+        // An empty `platform=` means no filter, as in the original service.
+        let platform = query.platform.filter(|p| !p.is_empty());
+        let command = authorize_read(&state, &auth, &ctx, peer, &merchant_id, platform).await?;
+        let outcome = state.refresher.read(command).await?;
+        Ok(envelope(&ctx, StatusCode::OK, &TokenList::new(outcome)))
+    }
+    .await;
+    count(&state, "read", &auth.service, &result);
+    result
 }
 
 /// The reader allow-list and input checks of reads; refusals are audited before answering.
@@ -213,7 +220,33 @@ pub(super) async fn authorize_read(
     })
 }
 
-/// Refreshes one token now and returns it (internal, allow-listed services).
+/// Refresh a credential now
+///
+/// Refreshes one refreshable token now (coalesced with any refresh of it in flight) and
+/// returns it, to allow-listed internal services only. The new access and refresh tokens
+/// are committed before the answer.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens/{merchant_id}/{platform}/refresh",
+    tag = "tokens",
+    security(("service_key" = [])),
+    params(
+        ("merchant_id" = String, Path, description = "The merchant"),
+        ("platform" = PlatformName, Path, description = "The token's platform"),
+    ),
+    responses(
+        (status = 200, description = "The refreshed token", body = TokenDataEnvelope),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ServiceNotAllowed),
+        (status = 404, response = TokenNotFound),
+        (status = 409, response = NotRefreshable),
+        (status = 422, response = ValidationFailed),
+        (status = 429, response = RateLimited),
+        (status = 500, response = InternalError),
+        (status = 502, response = RefreshFailed),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn refresh_token(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -221,7 +254,20 @@ async fn refresh_token(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((merchant_id, platform)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let command = authorize_read(&state, &auth, &ctx, peer, &merchant_id, Some(platform)).await?;
+    let result = refresh(&state, &ctx, &auth, peer, &merchant_id, platform).await;
+    count(&state, "refresh", &auth.service, &result);
+    result
+}
+
+async fn refresh(
+    state: &AppState,
+    ctx: &RequestContext,
+    auth: &InternalAuth,
+    peer: SocketAddr,
+    merchant_id: &str,
+    platform: String,
+) -> Result<Response, ApiError> {
+    let command = authorize_read(state, auth, ctx, peer, merchant_id, Some(platform)).await?;
     let platform = command.platform.expect("the path names a platform");
     let outcome = match state.refresher.force(command, platform).await? {
         Ok(outcome) => outcome,
@@ -231,7 +277,7 @@ async fn refresh_token(
     };
     let mut list = TokenList::new(outcome);
     match (list.tokens.pop(), list.failed.pop()) {
-        (Some(token), _) => Ok(envelope(&ctx, StatusCode::OK, &token)),
+        (Some(token), _) => Ok(envelope(ctx, StatusCode::OK, &token)),
         (None, Some(failed)) => Err(ApiError::RefreshFailed(failed.code)),
         // Deleted between the refresh and the read.
         (None, None) => Err(ApiError::TokenNotFound),
@@ -262,12 +308,29 @@ fn truncate(value: &str, max_chars: usize) -> String {
     value.chars().take(max_chars).collect()
 }
 
-#[derive(Serialize)]
-struct Deleted {
-    status: &'static str,
-}
-
-/// Deletes a credential; only the shop that owns it may.
+/// Delete a credential
+///
+/// Deletes a credential; only the shop that owns it may. A missing token and another
+/// shop's token both answer 404, so that nobody learns what others store.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{merchant_id}/{platform}",
+    tag = "tokens",
+    security(("client_jwt" = [])),
+    params(
+        ("merchant_id" = String, Path, description = "The merchant"),
+        ("platform" = PlatformName, Path, description = "The token's platform"),
+    ),
+    responses(
+        (status = 200, description = "Deleted", body = DeletedEnvelope),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = TokenNotFound),
+        (status = 422, response = ValidationFailed),
+        (status = 429, response = RateLimited),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn delete_token(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -275,19 +338,32 @@ async fn delete_token(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((merchant_id, platform)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let (merchant_id, platform) = match parse_target(&merchant_id, Some(&platform)) {
+    let result = delete(&state, &ctx, auth, peer, &merchant_id, &platform).await;
+    count(&state, "delete", SHOP_CALLER, &result);
+    result
+}
+
+async fn delete(
+    state: &AppState,
+    ctx: &RequestContext,
+    auth: ClientAuth,
+    peer: SocketAddr,
+    merchant_id: &str,
+    platform: &str,
+) -> Result<Response, ApiError> {
+    let (merchant_id, platform) = match parse_target(merchant_id, Some(platform)) {
         (Ok(m), Ok(Some(p))) => (m, p),
         (m, p) => return Err(ApiError::Validation(validation_errors(m, p))),
     };
     let command = DeleteCommand {
         merchant_id,
         platform,
-        audit: audit(auth.shop.as_str(), &ctx, peer),
+        audit: audit(auth.shop.as_str(), ctx, peer),
         owner: auth.shop,
     };
     match state.vault.delete(command).await? {
         DeleteOutcome::Deleted => Ok(envelope(
-            &ctx,
+            ctx,
             StatusCode::OK,
             &Deleted { status: "deleted" },
         )),

@@ -174,6 +174,8 @@ impl Refresher {
                     let this = self.clone();
                     tokio::spawn(async move {
                         let result = this.run(token_id, purpose, audit).await;
+                        let outcome = result.as_ref().map_or_else(|e| e.code(), |()| "success");
+                        this.vault.metrics().refresh(purpose.label(), outcome);
                         this.in_flight
                             .lock()
                             .expect("in-flight map poisoned")

@@ -5,6 +5,12 @@ use uuid::Uuid;
 
 use super::{on_conn, StoreError, Tx};
 
+tokio::task_local! {
+    /// Where the group-commit writer running this task counts audit rows it could not
+    /// write (a metric). Elsewhere a failure is only returned.
+    pub static FAILED_AUDIT_WRITES: prometheus_client::metrics::counter::Counter;
+}
+
 /// What kind of access an audit row records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessType {
@@ -42,7 +48,16 @@ pub struct AccessRecord<'a> {
     pub at: DateTime<Utc>,
 }
 
+/// Writes one audit row. A failure fails the operation (the audit is fail-closed).
 pub async fn record_access(tx: &mut Tx, record: &AccessRecord<'_>) -> Result<(), StoreError> {
+    let written = insert_access(tx, record).await;
+    if written.is_err() {
+        let _ = FAILED_AUDIT_WRITES.try_with(|failures| failures.inc());
+    }
+    written
+}
+
+async fn insert_access(tx: &mut Tx, record: &AccessRecord<'_>) -> Result<(), StoreError> {
     const SQL: &str = "INSERT INTO token_access_logs (id, token_id, merchant_id, platform_name, \
          accessed_by, access_type, success, error_code, correlation_id, ip_address, accessed_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";

@@ -21,7 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::{Postgres, Sqlite, Transaction};
 
-pub use audit::record_access;
+pub use audit::{record_access, FAILED_AUDIT_WRITES};
 pub use audit::{AccessRecord, AccessType};
 pub use import::{
     has_audit_entry_by, insert_imported_access_logs, insert_imported_token, ImportedAccessLog,
@@ -129,6 +129,14 @@ pub struct PoolSettings {
     pub max_connections: u32,
 }
 
+/// Connections of a pool: open (idle or in use), idle, and the most it may open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
 impl Db {
     /// Opens a pool for `url`. SQLite runs in WAL mode with `synchronous=FULL`, so a commit
     /// survives power loss; its file and directory are created on first use.
@@ -201,6 +209,27 @@ impl Db {
             Db::Postgres(pool) => pool.begin().await.map(Tx::Postgres),
         }
         .map_err(StoreError::Unavailable)
+    }
+
+    /// How many connections the pool holds, for `/metrics`.
+    pub fn pool_usage(&self) -> PoolUsage {
+        let (open, idle, max) = match self {
+            Db::Sqlite(pool) => (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            ),
+            Db::Postgres(pool) => (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            ),
+        };
+        PoolUsage {
+            open,
+            idle: u32::try_from(idle).unwrap_or(u32::MAX),
+            max,
+        }
     }
 
     /// How many group-commit writers make sense: SQLite has a single writer.

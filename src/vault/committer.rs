@@ -7,6 +7,7 @@
 //! back and its jobs are re-run one per transaction, so one bad job cannot sink the rest.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
@@ -14,12 +15,13 @@ use tokio::task::JoinSet;
 use super::ops::{self, Outcome};
 use super::{Job, VaultError};
 use crate::crypto::Keyring;
-use crate::store::{Db, StoreError};
+use crate::metrics::Metrics;
+use crate::store::{Db, StoreError, FAILED_AUDIT_WRITES};
 
 /// Most jobs one transaction takes; bounds the latency a batch adds to its first job.
 const MAX_BATCH: usize = 256;
 /// Jobs that may wait for a writer before callers are slowed down.
-const QUEUE_DEPTH: usize = 4096;
+pub(super) const QUEUE_DEPTH: usize = 4096;
 
 /// The running writers. Dropping every [`super::Vault`] lets them drain the queue and stop.
 pub struct Committer {
@@ -31,12 +33,19 @@ impl Committer {
         db: Db,
         keyring: Arc<Keyring>,
         writers: usize,
+        metrics: &Metrics,
     ) -> (mpsc::Sender<Job>, Self) {
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         let receiver = Arc::new(Mutex::new(receiver));
         let mut set = JoinSet::new();
         for _ in 0..db.writer_count(writers) {
-            set.spawn(write_loop(db.clone(), keyring.clone(), receiver.clone()));
+            let writer = write_loop(
+                db.clone(),
+                keyring.clone(),
+                receiver.clone(),
+                metrics.clone(),
+            );
+            set.spawn(FAILED_AUDIT_WRITES.scope(metrics.audit_write_failures(), writer));
         }
         (sender, Self { writers: set })
     }
@@ -47,7 +56,12 @@ impl Committer {
     }
 }
 
-async fn write_loop(db: Db, keyring: Arc<Keyring>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn write_loop(
+    db: Db,
+    keyring: Arc<Keyring>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    metrics: Metrics,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         {
@@ -56,7 +70,9 @@ async fn write_loop(db: Db, keyring: Arc<Keyring>, queue: Arc<Mutex<mpsc::Receiv
                 return;
             }
         }
+        let (jobs, started) = (batch.len(), Instant::now());
         run_batch(&db, &keyring, std::mem::take(&mut batch)).await;
+        metrics.batch(jobs, started.elapsed());
     }
 }
 

@@ -20,6 +20,7 @@ use crate::crypto::{Keyring, RowIdentity};
 use crate::domain::{
     MerchantId, Platform, PlatformShopId, ShopDomain, StoreTokenRequest, TokenDataJson,
 };
+use crate::metrics::Metrics;
 use crate::store::{Db, StoreError};
 
 pub use committer::Committer;
@@ -99,6 +100,9 @@ pub struct TokenView {
     /// Set when the token is due for refresh but the refresh failed; the token is still valid.
     pub refresh_error: Option<String>,
 }
+
+/// The code of a row that exists but cannot be decrypted (tampered, or an unknown key id).
+pub const DECRYPTION_FAILED: &str = "DECRYPTION_FAILED";
 
 /// A row that exists but could not be returned, and why (a stable code).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,14 +236,32 @@ pub struct Vault {
     queue: mpsc::Sender<Job>,
     keyring: Arc<Keyring>,
     db: Db,
+    metrics: Metrics,
 }
 
 impl Vault {
     /// Starts the group-commit writers and returns the handle plus the committer, which
-    /// finishes the queued work once every handle is dropped.
-    pub fn start(db: Db, keyring: Arc<Keyring>, writers: usize) -> (Self, Committer) {
-        let (queue, committer) = Committer::start(db.clone(), keyring.clone(), writers);
-        (Self { queue, keyring, db }, committer)
+    /// finishes the queued work once every handle is dropped. The vault, its writers and
+    /// whoever uses the handle count into `metrics`.
+    pub fn start(
+        db: Db,
+        keyring: Arc<Keyring>,
+        writers: usize,
+        metrics: Metrics,
+    ) -> (Self, Committer) {
+        let (queue, committer) = Committer::start(db.clone(), keyring.clone(), writers, &metrics);
+        let vault = Self {
+            queue,
+            keyring,
+            db,
+            metrics,
+        };
+        (vault, committer)
+    }
+
+    /// The metrics this vault counts into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Encrypts the payload for its row (outside the writer, so that work runs in
@@ -275,7 +297,14 @@ impl Vault {
 
     /// Decrypts and returns the merchant's tokens, counting and auditing each read.
     pub async fn read(&self, command: ReadCommand) -> Result<ReadOutcome, VaultError> {
-        self.submit(|tx| Job::Read(command, tx)).await
+        let outcome = self.submit(|tx| Job::Read(command, tx)).await?;
+        let undecryptable = outcome
+            .failed
+            .iter()
+            .filter(|f| f.code == DECRYPTION_FAILED)
+            .count();
+        self.metrics.decryption_failures(undecryptable as u64);
+        Ok(outcome)
     }
 
     /// Deletes a token owned by `command.owner`.
@@ -290,7 +319,11 @@ impl Vault {
 
     /// Takes the refresh lease of a token and returns it decrypted (see `crate::refresh`).
     pub async fn claim_refresh(&self, claim: ClaimRefresh) -> Result<ClaimOutcome, VaultError> {
-        self.submit(|tx| Job::Claim(claim, tx)).await
+        let outcome = self.submit(|tx| Job::Claim(claim, tx)).await?;
+        if matches!(outcome, ClaimOutcome::Undecryptable) {
+            self.metrics.decryption_failures(1);
+        }
+        Ok(outcome)
     }
 
     /// Saves a refresh's result, audits it and releases the lease.
@@ -342,6 +375,21 @@ impl Vault {
         let ids = crate::store::refresh::non_expiring_shopify_tokens(&mut tx, after, limit).await?;
         tx.rollback().await?;
         Ok(ids)
+    }
+
+    /// Connections the pool holds (open, idle, most allowed) and jobs waiting for a writer,
+    /// for `/metrics`.
+    pub fn usage(&self) -> (crate::store::PoolUsage, usize) {
+        let waiting = committer::QUEUE_DEPTH.saturating_sub(self.queue.capacity());
+        (self.db.pool_usage(), waiting)
+    }
+
+    /// Events in the outbox not yet published (the relay's backlog), for `/metrics`.
+    pub async fn outbox_backlog(&self) -> Result<i64, VaultError> {
+        let mut tx = self.db.begin().await?;
+        let backlog = crate::store::backlog(&mut tx).await?;
+        tx.rollback().await?;
+        Ok(backlog.pending)
     }
 
     /// Deletes every token of a shop that uninstalled the app, each deletion audited and

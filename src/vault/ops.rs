@@ -8,7 +8,7 @@ use super::uninstall;
 use super::{
     ClaimOutcome, DeleteCommand, DeleteOutcome, DeniedRead, FailedToken, FinishOutcome, Job,
     ReadCommand, ReadOutcome, ReadRefresh, StoreCommand, StoreOutcome, TokenView, UninstallOutcome,
-    VaultError,
+    VaultError, DECRYPTION_FAILED,
 };
 use crate::crypto::{Keyring, RowIdentity};
 use crate::domain::TokenDataJson;
@@ -256,12 +256,12 @@ async fn read_tokens(
                     Some(row.id),
                     Some(platform_name),
                     false,
-                    Some("DECRYPTION_FAILED"),
+                    Some(DECRYPTION_FAILED),
                 );
                 store::record_access(tx, &record).await?;
                 outcome.failed.push(FailedToken {
                     platform_name: platform_name.to_owned(),
-                    code: "DECRYPTION_FAILED",
+                    code: DECRYPTION_FAILED,
                 });
             }
         }

@@ -55,6 +55,17 @@ pub enum RefreshPurpose {
     ExchangeToExpiring,
 }
 
+impl RefreshPurpose {
+    /// Its name in metrics: `due`, `forced` or `exchange`.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefreshPurpose::IfDueBefore(_) => "due",
+            RefreshPurpose::Force => "forced",
+            RefreshPurpose::ExchangeToExpiring => "exchange",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ClaimRefresh {
     pub token_id: Uuid,

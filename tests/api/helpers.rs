@@ -184,6 +184,8 @@ impl Drop for TestDatabase {
 /// A running service and what a test needs to talk to it.
 pub struct TestApp {
     pub address: String,
+    /// The port of `/metrics` when `METRICS_PORT` is set.
+    pub metrics_port: Option<u16>,
     pub client: reqwest::Client,
     /// A separate pool on the service's database, for checking what is stored.
     pub db: Db,
@@ -202,7 +204,7 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
 
 /// Starts the service on an existing database (to restart it with other settings).
 pub async fn spawn_app_on(database: TestDatabase, overrides: &[(&str, &str)]) -> TestApp {
-    let address = start_service(&database.url, overrides).await;
+    let (address, metrics_port) = start(&database.url, overrides).await;
     let db = Db::connect(
         &database.url,
         token_service::store::PoolSettings { max_connections: 2 },
@@ -211,6 +213,7 @@ pub async fn spawn_app_on(database: TestDatabase, overrides: &[(&str, &str)]) ->
     .unwrap();
     TestApp {
         address,
+        metrics_port,
         client: reqwest::Client::new(),
         db,
         database,
@@ -219,6 +222,11 @@ pub async fn spawn_app_on(database: TestDatabase, overrides: &[(&str, &str)]) ->
 
 /// Starts one more instance of the service on `url` (a replica); its base address.
 pub async fn start_service(url: &str, overrides: &[(&str, &str)]) -> String {
+    start(url, overrides).await.0
+}
+
+/// Starts the service: its base address, and its metrics port when `METRICS_PORT` is set.
+async fn start(url: &str, overrides: &[(&str, &str)]) -> (String, Option<u16>) {
     init_logs();
     let mut vars: HashMap<String, String> = [
         ("DATABASE_URL", url),
@@ -244,8 +252,9 @@ pub async fn start_service(url: &str, overrides: &[(&str, &str)]) -> String {
         .await
         .expect("service starts");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_port = app.metrics_port();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
-    address
+    (address, metrics_port)
 }
 
 /// A client JWT for `shop`, valid for an hour.
@@ -333,6 +342,15 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// The single number a query answers (a `COUNT(*)`), on the service's database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        match &self.db {
+            Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// Runs one statement on the service's database.
