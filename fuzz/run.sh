@@ -9,7 +9,7 @@ seconds="${1:-60}"
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-/var/tmp/token-service-fuzz-target}"
 targets=$(cargo fuzz list)
-cargo fuzz build -O 2>&1 | tail -n 2
+cargo fuzz build 2>&1 | tail -n 1
 for target in $targets; do
   mkdir -p "corpus/$target"
   echo "fuzz: $target for ${seconds}s"

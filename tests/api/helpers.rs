@@ -236,6 +236,10 @@ async fn start(url: &str, overrides: &[(&str, &str)]) -> (String, Option<u16>) {
         ("TOKEN_ENCRYPTION_KEY", ENCRYPTION_KEY),
         ("DATABASE_MAX_CONNECTIONS", "6"),
         ("DATABASE_WRITERS", "3"),
+        // Tests drive load from one address as one shop; the limit tests turn limits on.
+        ("RATE_LIMIT_IP_PER_SEC", "0"),
+        ("RATE_LIMIT_SHOP_PER_SEC", "0"),
+        ("RATE_LIMIT_SERVICE_PER_SEC", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
