@@ -132,6 +132,7 @@ pub struct Config {
     pub request_timeout: Duration,
     pub db_max_connections: u32,
     pub db_writers: usize,
+    pub db_max_batch: usize,
     pub refresh: Arc<RefreshSettings>,
     pub server_limits: ServerLimits,
     pub rate_limits: RateLimitSettings,
@@ -267,6 +268,14 @@ impl Config {
         )?;
         // DATABASE_WRITERS: concurrent group-commit writers on PostgreSQL (SQLite has one); default 4.
         let db_writers = parse_num("DATABASE_WRITERS", var("DATABASE_WRITERS"), 4)?;
+        // DATABASE_MAX_BATCH: most operations one group commit takes (1..=4096); default 256.
+        let db_max_batch = parse_num("DATABASE_MAX_BATCH", var("DATABASE_MAX_BATCH"), 256)?;
+        if !(1..=4096).contains(&db_max_batch) {
+            return Err(ConfigError::new(
+                "DATABASE_MAX_BATCH",
+                "must be between 1 and 4096",
+            ));
+        }
         if db_max_connections < 2 || db_writers == 0 || db_writers as u32 >= db_max_connections {
             return Err(ConfigError::new(
                 "DATABASE_WRITERS",
@@ -342,11 +351,20 @@ impl Config {
             request_timeout,
             db_max_connections,
             db_writers,
+            db_max_batch,
             refresh,
             server_limits,
             rate_limits,
             metrics_port,
         })
+    }
+
+    /// How the group-commit writers run.
+    pub fn commit_settings(&self) -> crate::vault::CommitSettings {
+        crate::vault::CommitSettings {
+            writers: self.db_writers,
+            max_batch: self.db_max_batch,
+        }
     }
 
     pub fn is_production(&self) -> bool {

@@ -56,8 +56,12 @@ impl Application {
             db.migrate().await?;
         }
         let metrics = Metrics::new();
-        let (vault, committer) =
-            Vault::start(db.clone(), keyring, config.db_writers, metrics.clone());
+        let (vault, committer) = Vault::start(
+            db.clone(),
+            keyring,
+            config.commit_settings(),
+            metrics.clone(),
+        );
         let events = EventTasks::start(&db, &vault, &config.events).await?;
         let auth = Arc::new(Authenticator::new(
             &config.client_jwt,

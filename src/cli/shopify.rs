@@ -55,7 +55,7 @@ pub async fn run(command: Command) -> Result<(), CliError> {
     let keyring = Arc::new(config.keyring.build().context("loading the keyring")?);
     // Nothing scrapes a command's metrics; the vault still needs somewhere to count.
     let metrics = crate::metrics::Metrics::new();
-    let (vault, committer) = Vault::start(db.clone(), keyring, config.db_writers.min(2), metrics);
+    let (vault, committer) = Vault::start(db.clone(), keyring, config.commit_settings(), metrics);
     let refresher = Refresher::new(vault.clone(), config.refresh.clone());
 
     let ids = all_candidates(&vault).await?;

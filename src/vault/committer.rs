@@ -18,8 +18,15 @@ use crate::crypto::Keyring;
 use crate::metrics::Metrics;
 use crate::store::{Db, StoreError, FAILED_AUDIT_WRITES};
 
-/// Most jobs one transaction takes; bounds the latency a batch adds to its first job.
-const MAX_BATCH: usize = 256;
+/// How the writers work: how many, and how many jobs one transaction may take.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitSettings {
+    /// Concurrent writers on PostgreSQL (SQLite always has one).
+    pub writers: usize,
+    /// Most jobs one transaction takes; bounds the latency a batch adds to its first job.
+    /// 1 commits every operation on its own (the naive design, for comparison).
+    pub max_batch: usize,
+}
 /// Jobs that may wait for a writer before callers are slowed down.
 pub(super) const QUEUE_DEPTH: usize = 4096;
 
@@ -32,18 +39,19 @@ impl Committer {
     pub(super) fn start(
         db: Db,
         keyring: Arc<Keyring>,
-        writers: usize,
+        settings: CommitSettings,
         metrics: &Metrics,
     ) -> (mpsc::Sender<Job>, Self) {
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         let receiver = Arc::new(Mutex::new(receiver));
         let mut set = JoinSet::new();
-        for _ in 0..db.writer_count(writers) {
+        for _ in 0..db.writer_count(settings.writers) {
             let writer = write_loop(
                 db.clone(),
                 keyring.clone(),
                 receiver.clone(),
                 metrics.clone(),
+                settings.max_batch.max(1),
             );
             set.spawn(FAILED_AUDIT_WRITES.scope(metrics.audit_write_failures(), writer));
         }
@@ -61,12 +69,13 @@ async fn write_loop(
     keyring: Arc<Keyring>,
     queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     metrics: Metrics,
+    max_batch: usize,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut batch = Vec::with_capacity(max_batch);
     loop {
         {
             let mut queue = queue.lock().await;
-            if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            if queue.recv_many(&mut batch, max_batch).await == 0 {
                 return;
             }
         }

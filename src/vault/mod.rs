@@ -23,7 +23,7 @@ use crate::domain::{
 use crate::metrics::Metrics;
 use crate::store::{Db, StoreError};
 
-pub use committer::Committer;
+pub use committer::{CommitSettings, Committer};
 pub use refresh_ops::{
     ClaimOutcome, ClaimRefresh, ClaimedToken, FinishOutcome, FinishRefresh, FinishResult,
     RefreshFailure, RefreshPurpose, RefreshResult, REAUTH_REQUIRED, REFRESH_FAILED,
@@ -246,10 +246,10 @@ impl Vault {
     pub fn start(
         db: Db,
         keyring: Arc<Keyring>,
-        writers: usize,
+        settings: CommitSettings,
         metrics: Metrics,
     ) -> (Self, Committer) {
-        let (queue, committer) = Committer::start(db.clone(), keyring.clone(), writers, &metrics);
+        let (queue, committer) = Committer::start(db.clone(), keyring.clone(), settings, &metrics);
         let vault = Self {
             queue,
             keyring,
