@@ -114,6 +114,12 @@ run_service() {
   start_service "$url" "$WORK/$backend.log"
   log "$backend: seeding $MERCHANTS merchants (pid $SERVICE_PID, port $PORT)"
   "$BENCH_BIN" seed --addr "127.0.0.1:$PORT" --merchants "$MERCHANTS"
+  if [[ "$backend" == postgres ]]; then
+    # Planner statistics, as autovacuum gathers them within a minute or so of a bulk load;
+    # without them PostgreSQL guesses that a merchant has ~0.5% of all rows and plans the
+    # batched lookup as a sequential scan.
+    psql "$url" -qc "ANALYZE" >/dev/null
+  fi
   log "$backend: scenarios $SCENARIOS at concurrency $CONCURRENCY"
   "$BENCH_BIN" load --addr "127.0.0.1:$PORT" --merchants "$MERCHANTS" --backend "$backend" \
     --scenarios "$SCENARIOS" --concurrency "$CONCURRENCY" --pid "$SERVICE_PID" \
