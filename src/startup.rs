@@ -32,6 +32,7 @@ pub struct Application {
     db: Db,
     stop_background: watch::Sender<bool>,
     background: Option<JoinHandle<()>>,
+    checkpointer: Option<JoinHandle<()>>,
 }
 
 /// Start-up choices that are not configuration.
@@ -45,7 +46,7 @@ impl Application {
     /// Connects, migrates, loads the keyring and binds the port (port 0 picks a free one).
     pub async fn build(config: &Config, options: BuildOptions) -> anyhow::Result<Self> {
         let keyring = Arc::new(config.keyring.build().context("loading the keyring")?);
-        let db = Db::connect(
+        let db = Db::connect_serving(
             &config.database_url,
             PoolSettings {
                 max_connections: config.db_max_connections,
@@ -55,6 +56,8 @@ impl Application {
         if options.migrate {
             db.migrate().await?;
         }
+        let (stop_background, stopped) = watch::channel(false);
+        let checkpointer = db.spawn_checkpointer(stopped.clone());
         let metrics = Metrics::new();
         let (vault, committer) = Vault::start(
             db.clone(),
@@ -69,7 +72,6 @@ impl Application {
             config.allowed_readers.clone(),
         ));
         let refresher = Refresher::new(vault.clone(), config.refresh.clone());
-        let (stop_background, stopped) = watch::channel(false);
         let background = refresher
             .is_enabled()
             .then(|| spawn_background_refresh(refresher.clone(), stopped));
@@ -105,6 +107,7 @@ impl Application {
             db,
             stop_background,
             background,
+            checkpointer,
         })
     }
 
@@ -158,6 +161,9 @@ impl Application {
         self.events.stop_listener().await;
         self.committer.finish().await;
         self.events.stop_relay().await;
+        if let Some(checkpointer) = self.checkpointer.take() {
+            let _ = checkpointer.await;
+        }
         self.db.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::tokens::MAX_BINDS;
 use super::{on_conn, StoreError, Tx};
 
 tokio::task_local! {
@@ -50,32 +51,42 @@ pub struct AccessRecord<'a> {
 
 /// Writes one audit row. A failure fails the operation (the audit is fail-closed).
 pub async fn record_access(tx: &mut Tx, record: &AccessRecord<'_>) -> Result<(), StoreError> {
-    let written = insert_access(tx, record).await;
+    record_accesses(tx, std::slice::from_ref(record)).await
+}
+
+/// Writes audit rows, one statement per few hundred. A failure fails the operation.
+pub async fn record_accesses(tx: &mut Tx, records: &[AccessRecord<'_>]) -> Result<(), StoreError> {
+    let written = insert_accesses(tx, records).await;
     if written.is_err() {
-        let _ = FAILED_AUDIT_WRITES.try_with(|failures| failures.inc());
+        let _ = FAILED_AUDIT_WRITES.try_with(|failures| failures.inc_by(records.len() as u64));
     }
     written
 }
 
-async fn insert_access(tx: &mut Tx, record: &AccessRecord<'_>) -> Result<(), StoreError> {
-    const SQL: &str = "INSERT INTO token_access_logs (id, token_id, merchant_id, platform_name, \
-         accessed_by, access_type, success, error_code, correlation_id, ip_address, accessed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-    on_conn!(tx, conn => {
-        sqlx::query(SQL)
-            .bind(Uuid::now_v7())
-            .bind(record.token_id)
-            .bind(record.merchant_id)
-            .bind(record.platform_name)
-            .bind(record.accessed_by)
-            .bind(record.access_type.as_str())
-            .bind(record.success)
-            .bind(record.error_code)
-            .bind(record.correlation_id)
-            .bind(record.ip_address)
-            .bind(record.at)
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
-    })
+async fn insert_accesses(tx: &mut Tx, records: &[AccessRecord<'_>]) -> Result<(), StoreError> {
+    const COLUMNS: usize = 11;
+    for chunk in records.chunks(MAX_BINDS / COLUMNS) {
+        on_conn!(tx, conn => {
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO token_access_logs (id, token_id, merchant_id, platform_name, \
+                 accessed_by, access_type, success, error_code, correlation_id, ip_address, \
+                 accessed_at) ",
+            );
+            query.push_values(chunk, |mut row, record| {
+                row.push_bind(Uuid::now_v7())
+                    .push_bind(record.token_id)
+                    .push_bind(record.merchant_id)
+                    .push_bind(record.platform_name)
+                    .push_bind(record.accessed_by)
+                    .push_bind(record.access_type.as_str())
+                    .push_bind(record.success)
+                    .push_bind(record.error_code)
+                    .push_bind(record.correlation_id)
+                    .push_bind(record.ip_address)
+                    .push_bind(record.at);
+            });
+            query.build().execute(&mut *conn).await?;
+        });
+    }
+    Ok(())
 }

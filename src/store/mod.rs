@@ -5,6 +5,7 @@
 //! module knows which engine it talks to.
 
 mod audit;
+mod checkpoint;
 mod import;
 mod legacy_source;
 mod outbox;
@@ -20,8 +21,10 @@ use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::{Postgres, Sqlite, Transaction};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-pub use audit::{record_access, FAILED_AUDIT_WRITES};
+pub use audit::{record_access, record_accesses, FAILED_AUDIT_WRITES};
 pub use audit::{AccessRecord, AccessType};
 pub use import::{
     has_audit_entry_by, insert_imported_access_logs, insert_imported_token, ImportedAccessLog,
@@ -36,12 +39,16 @@ pub use rewrap::{
     RowRef,
 };
 pub use tokens::{
-    delete_for_shop, delete_owned, find_owner, find_tokens, insert_new, record_read, update_owned,
-    DeletedToken, NewToken, RefreshColumns, StoredToken,
+    delete_for_shop, delete_owned, find_owner, find_tokens, insert_new, record_reads, update_owned,
+    CountedRead, DeletedToken, NewToken, RefreshColumns, StoredToken,
 };
 
 /// How long a request waits for a database connection before the database counts as down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prepared statements kept per connection. Batched statements differ by their number of
+/// rows (up to the batch size), so the default of 100 would keep re-preparing them.
+const STATEMENT_CACHE: usize = 1024;
 
 /// A connection pool to one of the two supported engines.
 #[derive(Clone, Debug)]
@@ -129,6 +136,15 @@ pub struct PoolSettings {
     pub max_connections: u32,
 }
 
+/// Who checkpoints a SQLite WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checkpoints {
+    /// SQLite itself, in the connection that commits once the WAL is large enough.
+    Automatic,
+    /// The task of [`Db::spawn_checkpointer`].
+    Background,
+}
+
 /// Connections of a pool: open (idle or in use), idle, and the most it may open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolUsage {
@@ -139,16 +155,36 @@ pub struct PoolUsage {
 
 impl Db {
     /// Opens a pool for `url`. SQLite runs in WAL mode with `synchronous=FULL`, so a commit
-    /// survives power loss; its file and directory are created on first use.
+    /// survives power loss; its file and directory are created on first use. SQLite
+    /// checkpoints its WAL itself, in whichever connection commits (fine for commands).
     pub async fn connect(url: &str, settings: PoolSettings) -> anyhow::Result<Self> {
+        Self::open(url, settings, Checkpoints::Automatic).await
+    }
+
+    /// [`Db::connect`] for the service: on SQLite the writer never checkpoints the WAL
+    /// itself, so no commit waits for one; [`Db::spawn_checkpointer`] must run instead.
+    pub async fn connect_serving(url: &str, settings: PoolSettings) -> anyhow::Result<Self> {
+        Self::open(url, settings, Checkpoints::Background).await
+    }
+
+    async fn open(
+        url: &str,
+        settings: PoolSettings,
+        checkpoints: Checkpoints,
+    ) -> anyhow::Result<Self> {
         if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)
+            let mut options = SqliteConnectOptions::from_str(url)
                 .context("parsing the SQLite DATABASE_URL")?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(5))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                .pragma("temp_store", "memory")
+                .statement_cache_capacity(STATEMENT_CACHE);
+            if checkpoints == Checkpoints::Background {
+                options = options.pragma("wal_autocheckpoint", "0");
+            }
             if let Some(dir) = options.get_filename().parent() {
                 if !dir.as_os_str().is_empty() {
                     std::fs::create_dir_all(dir).with_context(|| {
@@ -157,7 +193,7 @@ impl Db {
                 }
             }
             // One writer does all the work (SQLite has one writer anyway); one more
-            // connection serves readiness checks.
+            // connection serves readiness checks and background tasks.
             let pool = PoolOptions::new()
                 .max_connections(2)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -166,8 +202,9 @@ impl Db {
                 .context("opening the SQLite database")?;
             Ok(Db::Sqlite(pool))
         } else {
-            let options =
-                PgConnectOptions::from_str(url).context("parsing the PostgreSQL DATABASE_URL")?;
+            let options = PgConnectOptions::from_str(url)
+                .context("parsing the PostgreSQL DATABASE_URL")?
+                .statement_cache_capacity(STATEMENT_CACHE);
             let pool = PoolOptions::new()
                 .max_connections(settings.max_connections)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -175,6 +212,19 @@ impl Db {
                 .await
                 .context("connecting to PostgreSQL")?;
             Ok(Db::Postgres(pool))
+        }
+    }
+
+    /// On SQLite opened with [`Db::connect_serving`]: a task that moves committed pages from
+    /// the WAL into the database file on its own connection, off the writer's path, until
+    /// `stop` turns true. `None` on PostgreSQL.
+    pub fn spawn_checkpointer(&self, stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+        match self {
+            Db::Sqlite(pool) => Some(tokio::spawn(checkpoint::run(
+                (*pool.connect_options()).clone(),
+                stop,
+            ))),
+            Db::Postgres(_) => None,
         }
     }
 

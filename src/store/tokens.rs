@@ -1,5 +1,7 @@
 //! Queries on `platform_tokens`.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use uuid::Uuid;
@@ -86,27 +88,34 @@ pub struct NewToken<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// The merchant's tokens, optionally only one platform's.
-pub async fn find_tokens(
-    tx: &mut Tx,
-    merchant_id: &str,
-    platform: Option<&str>,
-) -> Result<Vec<StoredToken>, StoreError> {
-    let sql = format!(
-        "SELECT {TOKEN_COLUMNS} FROM platform_tokens \
-         WHERE merchant_id = $1 AND ($2 IS NULL OR platform_name = $2) ORDER BY platform_name"
-    );
-    on_conn!(tx, conn => {
-        let rows = sqlx::query(&sql)
-            .bind(merchant_id)
-            .bind(platform)
-            .fetch_all(&mut *conn)
-            .await?;
-        rows.iter()
-            .map(|row| Ok(stored_token!(row)))
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(StoreError::from)
-    })
+/// Most values bound in one statement: well inside SQLite's limit of 32,766 and
+/// PostgreSQL's of 65,535.
+pub(super) const MAX_BINDS: usize = 8_000;
+
+/// Every token of these merchants (one statement), ordered by merchant, then platform.
+pub async fn find_tokens(tx: &mut Tx, merchants: &[&str]) -> Result<Vec<StoredToken>, StoreError> {
+    let mut tokens = Vec::new();
+    for chunk in merchants.chunks(MAX_BINDS) {
+        on_conn!(tx, conn => {
+            let mut query = sqlx::QueryBuilder::new(format!(
+                "SELECT {TOKEN_COLUMNS} FROM platform_tokens WHERE merchant_id IN ("
+            ));
+            let mut list = query.separated(", ");
+            for merchant in chunk {
+                list.push_bind(*merchant);
+            }
+            query.push(") ORDER BY merchant_id, platform_name");
+            for row in query.build().fetch_all(&mut *conn).await? {
+                tokens.push(stored_token!(row));
+            }
+        });
+    }
+    if merchants.len() > MAX_BINDS {
+        tokens.sort_by(|a, b| {
+            (&a.merchant_id, &a.platform_name).cmp(&(&b.merchant_id, &b.platform_name))
+        });
+    }
+    Ok(tokens)
 }
 
 /// Binds a [`NewToken`] as `$1`…`$11`, the order both writes below use.
@@ -227,17 +236,40 @@ pub async fn delete_for_shop(
     })
 }
 
-/// Counts a successful read of the token by `service`.
-pub async fn record_read(
-    tx: &mut Tx,
-    id: Uuid,
-    service: &str,
-    at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    const SQL: &str = "UPDATE platform_tokens SET access_count = access_count + 1, \
-         last_accessed_by = $1, last_accessed_at = $2 WHERE id = $3";
-    on_conn!(tx, conn => {
-        sqlx::query(SQL).bind(service).bind(at).bind(id).execute(&mut *conn).await?;
-        Ok(())
-    })
+/// A successful read of a token by `service`, for its counters.
+#[derive(Debug, Clone, Copy)]
+pub struct CountedRead<'a> {
+    pub token_id: Uuid,
+    pub service: &'a str,
+    pub at: DateTime<Utc>,
+}
+
+/// Counts successful reads (`access_count`, last reader and time), one statement per
+/// [`MAX_BINDS`] rows. Reads of the same token add up; the last one names the reader.
+pub async fn record_reads(tx: &mut Tx, reads: &[CountedRead<'_>]) -> Result<(), StoreError> {
+    // By id, so that concurrent writers lock rows in the same order.
+    let mut counted: BTreeMap<Uuid, (i64, &str, DateTime<Utc>)> = BTreeMap::new();
+    for read in reads {
+        let entry = counted
+            .entry(read.token_id)
+            .or_insert((0, read.service, read.at));
+        *entry = (entry.0 + 1, read.service, read.at);
+    }
+    let counted: Vec<_> = counted.into_iter().collect();
+    for chunk in counted.chunks(MAX_BINDS / 4) {
+        on_conn!(tx, conn => {
+            let mut query =
+                sqlx::QueryBuilder::new("WITH counted (id, reads, reader, read_at) AS (");
+            query.push_values(chunk, |mut row, (id, (reads, reader, at))| {
+                row.push_bind(*id).push_bind(*reads).push_bind(*reader).push_bind(*at);
+            });
+            query.push(
+                ") UPDATE platform_tokens SET access_count = access_count + counted.reads, \
+                 last_accessed_by = counted.reader, last_accessed_at = counted.read_at \
+                 FROM counted WHERE platform_tokens.id = counted.id",
+            );
+            query.build().execute(&mut *conn).await?;
+        });
+    }
+    Ok(())
 }

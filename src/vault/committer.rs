@@ -13,10 +13,10 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 
 use super::ops::{self, Outcome};
-use super::{Job, VaultError};
+use super::{Job, ReadCommand, VaultError};
 use crate::crypto::Keyring;
 use crate::metrics::Metrics;
-use crate::store::{Db, StoreError, FAILED_AUDIT_WRITES};
+use crate::store::{Db, StoreError, Tx, FAILED_AUDIT_WRITES};
 
 /// How the writers work: how many, and how many jobs one transaction may take.
 #[derive(Debug, Clone, Copy)]
@@ -135,17 +135,46 @@ async fn run_in_one_transaction(
     jobs: &[Job],
 ) -> Result<Vec<Outcome>, StoreError> {
     let mut tx = db.begin().await?;
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        match ops::apply(&mut tx, keyring, job).await {
-            Ok(outcome) => outcomes.push(outcome),
-            Err(e) => {
-                // Best effort: a broken connection rolls back by itself.
-                let _ = tx.rollback().await;
-                return Err(e);
-            }
+    match apply_all(&mut tx, keyring, jobs).await {
+        Ok(outcomes) => {
+            tx.commit().await?;
+            Ok(outcomes)
+        }
+        Err(e) => {
+            // Best effort: a broken connection rolls back by itself.
+            let _ = tx.rollback().await;
+            Err(e)
         }
     }
-    tx.commit().await?;
+}
+
+/// Runs the batch's reads together first, then every other job in queue order. Every job
+/// in a batch was waiting at the same time, so any order is one its callers could have seen.
+async fn apply_all(
+    tx: &mut Tx,
+    keyring: &Keyring,
+    jobs: &[Job],
+) -> Result<Vec<Outcome>, StoreError> {
+    let reads: Vec<&ReadCommand> = jobs
+        .iter()
+        .filter_map(|job| match job {
+            Job::Read(command, _) => Some(command),
+            _ => None,
+        })
+        .collect();
+    let mut read_outcomes = if reads.is_empty() {
+        Vec::new()
+    } else {
+        ops::read_tokens(tx, keyring, &reads).await?
+    }
+    .into_iter();
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let outcome = match job {
+            Job::Read(..) => Outcome::Read(read_outcomes.next().expect("one outcome per read")),
+            other => ops::apply(tx, keyring, other).await?,
+        };
+        outcomes.push(outcome);
+    }
     Ok(outcomes)
 }

@@ -13,7 +13,9 @@ use super::{
 use crate::crypto::{Keyring, RowIdentity};
 use crate::domain::TokenDataJson;
 use crate::events::{self, DeletionReason, PlatformRef, StoredDetails};
-use crate::store::{self, AccessRecord, AccessType, NewToken, StoreError, StoredToken, Tx};
+use crate::store::{
+    self, AccessRecord, AccessType, CountedRead, NewToken, StoreError, StoredToken, Tx,
+};
 
 /// What an operation produced, before its transaction commits.
 pub(super) enum Outcome {
@@ -34,7 +36,9 @@ pub(super) async fn apply(
 ) -> Result<Outcome, StoreError> {
     match job {
         Job::Store(command, _) => store_token(tx, command).await.map(Outcome::Store),
-        Job::Read(command, _) => read_tokens(tx, keyring, command).await.map(Outcome::Read),
+        Job::Read(command, _) => read_tokens(tx, keyring, &[command])
+            .await
+            .map(|mut outcomes| Outcome::Read(outcomes.pop().expect("one outcome per read"))),
         Job::Delete(command, _) => delete_token(tx, command).await.map(Outcome::Delete),
         Job::Deny(denied, _) => record_denied(tx, denied).await.map(|()| Outcome::Deny),
         Job::Claim(claim, _) => refresh_ops::claim(tx, keyring, claim)
@@ -170,16 +174,51 @@ async fn store_token(tx: &mut Tx, command: &StoreCommand) -> Result<StoreOutcome
     )))
 }
 
-/// Decrypts each of the merchant's tokens; rows that do not decrypt are reported, not hidden.
-/// Refreshable rows about to expire are handled as [`ReadRefresh`] says.
-async fn read_tokens(
+/// Runs many reads against one snapshot: one query for all their rows, one statement for
+/// their counters and one for their audit rows, whatever the number of reads.
+pub(super) async fn read_tokens(
     tx: &mut Tx,
     keyring: &Keyring,
-    command: &ReadCommand,
-) -> Result<ReadOutcome, StoreError> {
+    commands: &[&ReadCommand],
+) -> Result<Vec<ReadOutcome>, StoreError> {
+    let mut merchants: Vec<&str> = commands.iter().map(|c| c.merchant_id.as_str()).collect();
+    merchants.sort_unstable();
+    merchants.dedup();
+    let rows = store::find_tokens(tx, &merchants).await?;
+    let mut writes = ReadWrites::default();
+    let outcomes = commands
+        .iter()
+        .map(|command| {
+            let merchant_id = command.merchant_id.as_str();
+            let first = rows.partition_point(|row| row.merchant_id.as_str() < merchant_id);
+            let merchants_rows = rows[first..]
+                .iter()
+                .take_while(|row| row.merchant_id == merchant_id);
+            read_rows(keyring, command, merchants_rows, &mut writes)
+        })
+        .collect();
+    store::record_reads(tx, &writes.reads).await?;
+    store::record_accesses(tx, &writes.audit).await?;
+    Ok(outcomes)
+}
+
+/// What reads write: counters of the tokens returned, and an audit row per access.
+#[derive(Default)]
+struct ReadWrites<'a> {
+    reads: Vec<CountedRead<'a>>,
+    audit: Vec<AccessRecord<'a>>,
+}
+
+/// Decrypts each of the merchant's `rows` the command asks for; rows that do not decrypt are
+/// reported, not hidden. Refreshable rows about to expire are handled as [`ReadRefresh`] says.
+fn read_rows<'a>(
+    keyring: &Keyring,
+    command: &'a ReadCommand,
+    rows: impl Iterator<Item = &'a StoredToken>,
+    writes: &mut ReadWrites<'a>,
+) -> ReadOutcome {
     let merchant_id = command.merchant_id.as_str();
     let platform = command.platform.map(|p| p.as_str());
-    let rows = store::find_tokens(tx, merchant_id, platform).await?;
     let now = Utc::now();
     let audit = |token_id, platform_name, success, error_code| AccessRecord {
         token_id,
@@ -195,11 +234,9 @@ async fn read_tokens(
     };
 
     let mut outcome = ReadOutcome::default();
-    if rows.is_empty() {
-        // Looking up a merchant with nothing stored is still an access worth recording.
-        store::record_access(tx, &audit(None, platform, true, None)).await?;
-    }
-    for row in &rows {
+    let mut found = false;
+    for row in rows.filter(|row| platform.is_none_or(|p| row.platform_name == p)) {
+        found = true;
         let platform_name = row.platform_name.as_str();
         let refresh_error = match refresh_disposition(&command.refresh, row, now) {
             Disposition::Skip => continue,
@@ -215,7 +252,7 @@ async fn read_tokens(
                     false,
                     Some(REFRESH_FAILED),
                 );
-                store::record_access(tx, &record).await?;
+                writes.audit.push(record);
                 outcome.failed.push(FailedToken {
                     platform_name: platform_name.to_owned(),
                     code: REFRESH_FAILED,
@@ -235,9 +272,14 @@ async fn read_tokens(
             .and_then(|text| TokenDataJson::from_stored(text).map_err(|_| "not JSON".into()));
         match decrypted {
             Ok(token_data) => {
-                store::record_read(tx, row.id, &command.audit.actor, now).await?;
-                store::record_access(tx, &audit(Some(row.id), Some(platform_name), true, None))
-                    .await?;
+                writes.reads.push(CountedRead {
+                    token_id: row.id,
+                    service: &command.audit.actor,
+                    at: now,
+                });
+                writes
+                    .audit
+                    .push(audit(Some(row.id), Some(platform_name), true, None));
                 outcome.tokens.push(TokenView {
                     token_id: row.id,
                     platform_name: platform_name.to_owned(),
@@ -258,7 +300,7 @@ async fn read_tokens(
                     false,
                     Some(DECRYPTION_FAILED),
                 );
-                store::record_access(tx, &record).await?;
+                writes.audit.push(record);
                 outcome.failed.push(FailedToken {
                     platform_name: platform_name.to_owned(),
                     code: DECRYPTION_FAILED,
@@ -266,7 +308,11 @@ async fn read_tokens(
             }
         }
     }
-    Ok(outcome)
+    if !found {
+        // Looking up a merchant with nothing stored is still an access worth recording.
+        writes.audit.push(audit(None, platform, true, None));
+    }
+    outcome
 }
 
 /// What a read does with one row.

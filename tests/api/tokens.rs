@@ -13,6 +13,7 @@ on_both_backends!(
     unknown_merchant_is_an_empty_answer,
     owner_can_delete_and_then_it_is_gone,
     concurrent_operations_all_commit,
+    concurrent_reads_are_each_answered_counted_and_audited,
 );
 
 async fn round_trip_returns_token_data_exactly(backend: Backend) {
@@ -217,4 +218,69 @@ async fn concurrent_operations_all_commit(backend: Backend) {
         );
     }
     assert_eq!(writes, 64);
+}
+
+/// Reads that share a group commit are answered from one query: each caller must still get
+/// its own merchant's rows, and every read must be counted and audited once.
+async fn concurrent_reads_are_each_answered_counted_and_audited(backend: Backend) {
+    let app = std::sync::Arc::new(spawn_app(backend).await);
+    let shop = "shop-a.myshopify.com";
+    for (merchant, platform) in [
+        ("m-hot", "shopify"),
+        ("m-hot", "magento"),
+        ("m-cold", "shopify"),
+    ] {
+        let data = json!({"owner": format!("{merchant}/{platform}")});
+        let body = token_body(merchant, platform, shop, data);
+        assert_eq!(app.store(shop, &body).await.status(), 201);
+    }
+    // (merchant, query, platforms expected back), 16 concurrent readers of each.
+    let cases: [(&str, &str, &[&str]); 4] = [
+        ("m-hot", "", &["magento", "shopify"]),
+        ("m-hot", "?platform=shopify", &["shopify"]),
+        ("m-cold", "", &["shopify"]),
+        ("m-nobody", "", &[]),
+    ];
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..16 {
+        for (merchant, query, expected) in cases {
+            let app = app.clone();
+            tasks.spawn(async move {
+                let response = app.read(READER_KEY, merchant, query).await;
+                assert_eq!(response.status(), 200, "round {round}");
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["data"]["failed"], json!([]), "{merchant}{query}");
+                let owners: Vec<String> = body["data"]["tokens"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t["token_data"]["owner"].as_str().unwrap().to_owned())
+                    .collect();
+                let wanted: Vec<String> =
+                    expected.iter().map(|p| format!("{merchant}/{p}")).collect();
+                assert_eq!(owners, wanted, "{merchant}{query} got another's rows");
+            });
+        }
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap();
+    }
+
+    let count = |merchant: &'static str, platform: &'static str| {
+        let app = app.clone();
+        async move { app.raw_row(merchant, platform).await.unwrap().1 }
+    };
+    assert_eq!(count("m-hot", "shopify").await, 32);
+    assert_eq!(count("m-hot", "magento").await, 16);
+    assert_eq!(count("m-cold", "shopify").await, 16);
+    let reads = |rows: Vec<crate::helpers::AuditRow>| {
+        rows.into_iter()
+            .filter(|r| r.access_type == "read" && r.success)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(reads(app.audit_rows("m-hot").await).len(), 48);
+    assert_eq!(reads(app.audit_rows("m-cold").await).len(), 16);
+    let nobody = reads(app.audit_rows("m-nobody").await);
+    assert_eq!(nobody.len(), 16);
+    assert!(nobody.iter().all(|r| r.token_id.is_none()));
 }
