@@ -76,61 +76,59 @@ fn ceiling(runs: &[RunRecord], backend: &str, concurrency: usize, batch: usize) 
         .map(|r| r.rps)
 }
 
-/// The issue's targets against these runs.
+/// `service / baseline` as text, and whether `good` holds for it.
+fn ratio(
+    service: Option<f64>,
+    baseline: Option<f64>,
+    unit: &str,
+    good: impl Fn(f64) -> bool,
+) -> (String, Option<bool>) {
+    match (service, baseline) {
+        (Some(s), Some(b)) if b > 0.0 => (
+            format!("{s:.0} req/s vs {b:.0} {unit} = {:.2}x", s / b),
+            Some(good(s / b)),
+        ),
+        _ => ("not measured".to_owned(), None),
+    }
+}
+
+/// The issue's targets against these runs. The SQLite engine's own one-commit loop is in
+/// the ceiling table: it is bound by the disk's sync latency, not by anything the service does.
 pub fn targets(runs: &[RunRecord]) -> Vec<TargetCheck> {
     let mut checks = Vec::new();
-    for (backend, title, factor, against) in [
-        (
-            "postgres",
-            "PostgreSQL",
-            1.0,
-            "the pgbench one-transaction-per-read ceiling",
-        ),
-        (
-            "sqlite",
-            "SQLite",
-            3.0,
-            "the engine's best one-commit-per-read rate",
-        ),
-    ] {
-        let service = closed_read_one(runs, backend, 16);
-        // pgbench at the same concurrency, as the issue asks. SQLite has one writer, so
-        // its best one-commit rate at any concurrency is the fair (and harder) baseline.
-        let naive = if backend == "postgres" {
-            ceiling(runs, backend, 16, 1)
-        } else {
-            runs.iter()
-                .filter(|r| r.kind == Kind::Ceiling && r.backend == backend)
-                .filter(|r| r.batch.unwrap_or(1) == 1)
-                .map(|r| r.rps)
-                .reduce(f64::max)
-        };
-        let (measured, met) = match (service, naive) {
-            (Some(s), Some(c)) if c > 0.0 => (
-                format!("{s:.0} req/s vs {c:.0} reads/s = {:.2}x", s / c),
-                Some(s / c >= factor),
-            ),
-            _ => ("not measured".to_owned(), None),
-        };
-        checks.push(TargetCheck {
-            target: format!("{title}: read one token at concurrency 16 >= {factor:.1}x {against}"),
-            measured,
-            met,
-        });
-    }
+    // PostgreSQL: against pgbench running the SQL of one read transaction per commit.
+    let (measured, met) = ratio(
+        closed_read_one(runs, "postgres", 16),
+        ceiling(runs, "postgres", 16, 1),
+        "reads/s",
+        |r| r >= 1.0,
+    );
+    checks.push(TargetCheck {
+        target: "PostgreSQL: read one token at concurrency 16 >= 1.0x the pgbench \
+                 one-transaction-per-read ceiling"
+            .into(),
+        measured,
+        met,
+    });
+    // Group commit against the same binary answering every request after its own commit.
     for (backend, title) in BACKENDS {
-        let grouped = closed_read_one(runs, backend, 16);
-        let single = read_one_rate(runs, backend, 16, Some(ONE_COMMIT_PER_REQUEST));
-        let (measured, met) = match (grouped, single) {
-            (Some(g), Some(s)) if s > 0.0 => (
-                format!("{g:.0} vs {s:.0} req/s = {:.2}x", g / s),
-                Some(g > s),
-            ),
-            _ => ("not measured".to_owned(), None),
-        };
+        let factor = if backend == "sqlite" { 3.0 } else { 1.0 };
+        let (measured, met) = ratio(
+            closed_read_one(runs, backend, 16),
+            read_one_rate(runs, backend, 16, Some(ONE_COMMIT_PER_REQUEST)),
+            "req/s",
+            |r| {
+                if factor > 1.0 {
+                    r >= factor
+                } else {
+                    r > factor
+                }
+            },
+        );
+        let bound = if factor > 1.0 { ">= 3.0x" } else { "beats" };
         checks.push(TargetCheck {
             target: format!(
-                "{title}: read one token at concurrency 16, group commit beats the same service \
+                "{title}: read one token at concurrency 16, group commit {bound} the same service \
                  committing each request (DATABASE_MAX_BATCH=1)"
             ),
             measured,
@@ -371,7 +369,7 @@ mod tests {
         let mut open = run(Kind::Service, "sqlite", "read-one", 64, 500.0);
         open.mode = "open".into();
         open.target_rate = Some(500.0);
-        let mut single = run(Kind::Service, "sqlite", "read-one", 16, 1000.0);
+        let mut single = run(Kind::Service, "sqlite", "read-one", 16, 1100.0);
         single.variant = Some(ONE_COMMIT_PER_REQUEST.into());
         let runs = vec![
             single,
@@ -385,16 +383,17 @@ mod tests {
         let checks = targets(&runs);
         assert_eq!(checks[0].met, Some(false), "{:?}", checks[0]);
         assert!(checks[0].measured.contains("0.90x"));
-        assert_eq!(checks[1].met, Some(true), "{:?}", checks[1]);
-        assert_eq!(checks[2].met, Some(true), "sqlite group commit");
+        // 3100 vs 1100 one-commit requests/s: group commit wins, but by less than 3x.
+        assert_eq!(checks[1].met, Some(false), "{:?}", checks[1]);
+        assert!(checks[1].measured.contains("2.82x"), "{:?}", checks[1]);
         assert_eq!(
-            checks[3].met, None,
+            checks[2].met, None,
             "postgres one-commit variant not measured"
         );
-        assert_eq!(checks[4].met, Some(true), "sqlite half-rate p99");
-        assert_eq!(checks[5].met, None, "postgres half-rate not measured");
-        assert_eq!(checks[6].met, Some(true), "sqlite RSS");
-        assert_eq!(checks[8].met, Some(true), "errors");
+        assert_eq!(checks[3].met, Some(true), "sqlite half-rate p99");
+        assert_eq!(checks[4].met, None, "postgres half-rate not measured");
+        assert_eq!(checks[5].met, Some(true), "sqlite RSS");
+        assert_eq!(checks[7].met, Some(true), "errors");
         let md = markdown(&runs, &json!({"date": "2026-12-04"}));
         assert!(
             md.contains("| read one token | 16 | 3100 | 1.00 | 4.00 | 9.00 | 0 | 30.0 | – |"),
