@@ -261,6 +261,16 @@ impl Db {
         .map_err(StoreError::Unavailable)
     }
 
+    /// Starts a transaction that only reads: on SQLite it takes no write lock, so it never
+    /// waits for (or holds up) the group-commit writer; on PostgreSQL it is `READ ONLY`.
+    pub async fn begin_read(&self) -> Result<Tx, StoreError> {
+        match self {
+            Db::Sqlite(pool) => pool.begin().await.map(Tx::Sqlite),
+            Db::Postgres(pool) => pool.begin_with("BEGIN READ ONLY").await.map(Tx::Postgres),
+        }
+        .map_err(StoreError::Unavailable)
+    }
+
     /// How many connections the pool holds, for `/metrics`.
     pub fn pool_usage(&self) -> PoolUsage {
         let (open, idle, max) = match self {

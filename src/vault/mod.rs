@@ -343,7 +343,7 @@ impl Vault {
         merchant_id: &MerchantId,
         platform: Platform,
     ) -> Result<Option<Uuid>, VaultError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin_read().await?;
         let found =
             crate::store::find_owner(&mut tx, merchant_id.as_str(), platform.as_str()).await?;
         tx.rollback().await?;
@@ -357,7 +357,7 @@ impl Vault {
         due: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<Uuid>, VaultError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin_read().await?;
         let ids =
             crate::store::refresh::refresh_candidates(&mut tx, platforms, due, Utc::now(), limit)
                 .await?;
@@ -371,7 +371,7 @@ impl Vault {
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<Uuid>, VaultError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin_read().await?;
         let ids = crate::store::refresh::non_expiring_shopify_tokens(&mut tx, after, limit).await?;
         tx.rollback().await?;
         Ok(ids)
@@ -386,7 +386,7 @@ impl Vault {
 
     /// Events in the outbox not yet published (the relay's backlog), for `/metrics`.
     pub async fn outbox_backlog(&self) -> Result<i64, VaultError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin_read().await?;
         let backlog = crate::store::backlog(&mut tx).await?;
         tx.rollback().await?;
         Ok(backlog.pending)
