@@ -1,7 +1,9 @@
 //! Black-box tests of the HTTP API, each run against SQLite and PostgreSQL.
 
+mod client;
 mod helpers;
 mod keys;
+mod sweep;
 
 mod abuse;
 mod audit;
