@@ -12,14 +12,18 @@ pub mod refresh;
 mod rewrap;
 mod tokens;
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::pool::PoolOptions;
+use futures_util::future::BoxFuture;
+use sqlx::pool::{PoolConnectionMetadata, PoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
-use sqlx::{Postgres, Sqlite, Transaction};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqliteSynchronous,
+};
+use sqlx::{Connection, Executor, Postgres, Sqlite, Transaction};
 
 pub use audit::{record_access, FAILED_AUDIT_WRITES};
 pub use audit::{AccessRecord, AccessType};
@@ -123,6 +127,65 @@ fn is_unavailable_code(code: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Stops start-up when the SQLite database or its WAL exists but cannot be opened for
+/// writing: SQLite would quietly open it read-only, and every operation would fail (reads
+/// are audited). Opening for writing without truncating leaves the file untouched.
+fn refuse_read_only_files(db: &Path) -> anyhow::Result<()> {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    for file in [db, Path::new(&wal)] {
+        if file.exists() {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(file)
+                .with_context(|| {
+                    format!(
+                        "the SQLite database file {} cannot be opened for writing (a read-only \
+                         file or file system); the service writes on every operation",
+                        file.display()
+                    )
+                })?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a new SQLite connection on a file it could only open read-only (SQLite falls back
+/// to read-only when the file cannot be opened for writing, and such a connection would fail
+/// every write long after the file is writable again). A write in a transaction that is
+/// rolled back fails at once with `SQLITE_READONLY` on such a connection, and on a writable
+/// one stays in memory: nothing reaches the file.
+fn refuse_read_only(
+    conn: &mut SqliteConnection,
+    _: PoolConnectionMetadata,
+) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        conn.execute("BEGIN IMMEDIATE").await?;
+        let write = conn
+            .execute("CREATE TABLE connection_write_check (x)")
+            .await;
+        conn.execute("ROLLBACK").await?;
+        write.map(drop)
+    })
+}
+
+/// Closes a SQLite connection that comes back to the pool still inside a transaction, instead
+/// of reusing it. After a failed `COMMIT` (full disk, I/O error) SQLite has already rolled
+/// the transaction back, so the driver's own `ROLLBACK` fails and the driver keeps counting
+/// the transaction as open: every later `BEGIN` on that connection would fail, and the
+/// service would not recover without a restart.
+fn close_if_still_in_transaction(
+    conn: &mut SqliteConnection,
+    _: PoolConnectionMetadata,
+) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        // The dropped transaction's rollback is queued on the connection; wait for it.
+        conn.ping().await?;
+        Ok(!conn.is_in_transaction())
+    })
+}
+
 /// Pool sizing for [`Db::connect`].
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
@@ -139,7 +202,8 @@ pub struct PoolUsage {
 
 impl Db {
     /// Opens a pool for `url`. SQLite runs in WAL mode with `synchronous=FULL`, so a commit
-    /// survives power loss; its file and directory are created on first use.
+    /// survives power loss; its file and directory are created on first use. A SQLite file
+    /// that can only be opened read-only is refused, at start-up and on every new connection.
     pub async fn connect(url: &str, settings: PoolSettings) -> anyhow::Result<Self> {
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
@@ -158,9 +222,12 @@ impl Db {
             }
             // One writer does all the work (SQLite has one writer anyway); one more
             // connection serves readiness checks.
+            refuse_read_only_files(options.get_filename())?;
             let pool = PoolOptions::new()
                 .max_connections(2)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                .after_connect(refuse_read_only)
+                .after_release(close_if_still_in_transaction)
                 .connect_with(options)
                 .await
                 .context("opening the SQLite database")?;
@@ -187,10 +254,19 @@ impl Db {
         .context("applying database migrations")
     }
 
-    /// Whether the engine answers a trivial query (readiness).
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    /// Whether the database can serve (readiness). On SQLite every operation writes (reads
+    /// are audited), so a write must commit: a full disk or a read-only file is not ready.
+    /// PostgreSQL must answer a trivial query.
+    pub async fn check_ready(&self) -> Result<(), StoreError> {
         match self {
-            Db::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+            Db::Sqlite(pool) => sqlx::query(
+                "INSERT INTO readiness_probe (id, checked_at) VALUES (1, $1) \
+                 ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+            )
+            .bind(chrono::Utc::now().to_rfc3339())
+            .execute(pool)
+            .await
+            .map(drop)?,
             Db::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
         }
         Ok(())
