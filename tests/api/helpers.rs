@@ -140,6 +140,15 @@ impl TestDatabase {
         }
     }
 
+    /// A SQLite database at `url`, in a directory the test owns.
+    pub fn sqlite_at(url: &str) -> TestDatabase {
+        TestDatabase {
+            url: url.to_owned(),
+            pg_name: None,
+            _dir: None,
+        }
+    }
+
     /// Another handle on the same database, for a second service instance; the original
     /// keeps ownership (and drops it).
     pub fn shared(&self) -> TestDatabase {

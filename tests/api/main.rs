@@ -26,5 +26,6 @@ mod refresh;
 mod rewrap;
 mod rotation;
 mod secrets;
+mod storage_faults;
 mod tokens;
 mod validation;
