@@ -12,7 +12,6 @@ pub mod refresh;
 mod rewrap;
 mod tokens;
 
-use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -127,47 +126,26 @@ fn is_unavailable_code(code: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Stops start-up when the SQLite database or its WAL exists but cannot be opened for
-/// writing: SQLite would quietly open it read-only, and every operation would fail (reads
-/// are audited). Opening for writing without truncating leaves the file untouched.
-fn refuse_read_only_files(db: &Path) -> anyhow::Result<()> {
-    let mut wal = db.as_os_str().to_owned();
-    wal.push("-wal");
-    for file in [db, Path::new(&wal)] {
-        if file.exists() {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(file)
-                .with_context(|| {
-                    format!(
-                        "the SQLite database file {} cannot be opened for writing (a read-only \
-                         file or file system); the service writes on every operation",
-                        file.display()
-                    )
-                })?;
-        }
-    }
-    Ok(())
-}
-
 /// Refuses a new SQLite connection on a file it could only open read-only (SQLite falls back
 /// to read-only when the file cannot be opened for writing, and such a connection would fail
-/// every write long after the file is writable again). A write in a transaction that is
-/// rolled back fails at once with `SQLITE_READONLY` on such a connection, and on a writable
-/// one stays in memory: nothing reaches the file.
+/// every write long after the file is writable again).
 fn refuse_read_only(
     conn: &mut SqliteConnection,
     _: PoolConnectionMetadata,
 ) -> BoxFuture<'_, Result<(), sqlx::Error>> {
-    Box::pin(async move {
-        conn.execute("BEGIN IMMEDIATE").await?;
-        let write = conn
-            .execute("CREATE TABLE connection_write_check (x)")
-            .await;
-        conn.execute("ROLLBACK").await?;
-        write.map(drop)
-    })
+    Box::pin(check_writable(conn))
+}
+
+/// A write in a transaction that is rolled back: it fails at once with `SQLITE_READONLY` on a
+/// connection SQLite could only open read-only, and on a writable one stays in memory, so
+/// nothing reaches the file.
+async fn check_writable(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    conn.execute("BEGIN IMMEDIATE").await?;
+    let write = conn
+        .execute("CREATE TABLE connection_write_check (x)")
+        .await;
+    conn.execute("ROLLBACK").await?;
+    write.map(drop)
 }
 
 /// Closes a SQLite connection that comes back to the pool still inside a transaction, instead
@@ -222,7 +200,20 @@ impl Db {
             }
             // One writer does all the work (SQLite has one writer anyway); one more
             // connection serves readiness checks.
-            refuse_read_only_files(options.get_filename())?;
+            // A file that cannot be written is a configuration error: say so now, rather than
+            // let the pool retry until its timeout (the pool refuses such connections too).
+            let path = options.get_filename().display().to_string();
+            let mut conn = SqliteConnection::connect_with(&options)
+                .await
+                .with_context(|| format!("opening the SQLite database {path}"))?;
+            let writable = check_writable(&mut conn).await;
+            let _ = conn.close().await;
+            writable.with_context(|| {
+                format!(
+                    "the SQLite database {path} cannot be written (is the file or its file \
+                     system read-only?); the service writes on every operation"
+                )
+            })?;
             let pool = PoolOptions::new()
                 .max_connections(2)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
