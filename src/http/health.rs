@@ -45,7 +45,7 @@ pub(super) struct Readiness {
 /// What readiness checked.
 #[derive(Serialize, ToSchema)]
 pub(super) struct ReadinessChecks {
-    /// `ok`: the database answered.
+    /// `ok`: the database answered (on SQLite: a write committed).
     #[schema(value_type = String, example = "ok")]
     database: &'static str,
     /// `ok`: the keyring is loaded (always, once the service listens).
@@ -76,7 +76,8 @@ async fn health(ctx: RequestContext) -> Response {
 
 /// Readiness
 ///
-/// Ready to serve: the database answers (the keyring is loaded before the server starts).
+/// Ready to serve: the database answers, and on SQLite a write commits, since every operation
+/// writes (the keyring is loaded before the server starts).
 /// For a readiness probe and the load balancer's health check.
 #[utoipa::path(
     get,

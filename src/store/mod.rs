@@ -17,10 +17,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::pool::PoolOptions;
+use futures_util::future::BoxFuture;
+use sqlx::pool::{PoolConnectionMetadata, PoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
-use sqlx::{Postgres, Sqlite, Transaction};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqliteSynchronous,
+};
+use sqlx::{Connection, Executor, Postgres, Sqlite, Transaction};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -130,6 +133,44 @@ fn is_unavailable_code(code: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Refuses a new SQLite connection on a file it could only open read-only (SQLite falls back
+/// to read-only when the file cannot be opened for writing, and such a connection would fail
+/// every write long after the file is writable again).
+fn refuse_read_only(
+    conn: &mut SqliteConnection,
+    _: PoolConnectionMetadata,
+) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(check_writable(conn))
+}
+
+/// A write in a transaction that is rolled back: it fails at once with `SQLITE_READONLY` on a
+/// connection SQLite could only open read-only, and on a writable one stays in memory, so
+/// nothing reaches the file.
+async fn check_writable(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    conn.execute("BEGIN IMMEDIATE").await?;
+    let write = conn
+        .execute("CREATE TABLE connection_write_check (x)")
+        .await;
+    conn.execute("ROLLBACK").await?;
+    write.map(drop)
+}
+
+/// Closes a SQLite connection that comes back to the pool still inside a transaction, instead
+/// of reusing it. After a failed `COMMIT` (full disk, I/O error) SQLite has already rolled
+/// the transaction back, so the driver's own `ROLLBACK` fails and the driver keeps counting
+/// the transaction as open: every later `BEGIN` on that connection would fail, and the
+/// service would not recover without a restart.
+fn close_if_still_in_transaction(
+    conn: &mut SqliteConnection,
+    _: PoolConnectionMetadata,
+) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        // The dropped transaction's rollback is queued on the connection; wait for it.
+        conn.ping().await?;
+        Ok(!conn.is_in_transaction())
+    })
+}
+
 /// Pool sizing for [`Db::connect`].
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
@@ -155,8 +196,9 @@ pub struct PoolUsage {
 
 impl Db {
     /// Opens a pool for `url`. SQLite runs in WAL mode with `synchronous=FULL`, so a commit
-    /// survives power loss; its file and directory are created on first use. SQLite
-    /// checkpoints its WAL itself, in whichever connection commits (fine for commands).
+    /// survives power loss; its file and directory are created on first use. A SQLite file
+    /// that can only be opened read-only is refused, at start-up and on every new connection.
+    /// SQLite checkpoints its WAL itself, in whichever connection commits (fine for commands).
     pub async fn connect(url: &str, settings: PoolSettings) -> anyhow::Result<Self> {
         Self::open(url, settings, Checkpoints::Automatic).await
     }
@@ -192,11 +234,27 @@ impl Db {
                     })?;
                 }
             }
+            // A file that cannot be written is a configuration error: say so now, rather than
+            // let the pool retry until its timeout (the pool refuses such connections too).
+            let path = options.get_filename().display().to_string();
+            let mut conn = SqliteConnection::connect_with(&options)
+                .await
+                .with_context(|| format!("opening the SQLite database {path}"))?;
+            let writable = check_writable(&mut conn).await;
+            let _ = conn.close().await;
+            writable.with_context(|| {
+                format!(
+                    "the SQLite database {path} cannot be written (is the file or its file \
+                     system read-only?); the service writes on every operation"
+                )
+            })?;
             // One writer does all the work (SQLite has one writer anyway); one more
             // connection serves readiness checks and background tasks.
             let pool = PoolOptions::new()
                 .max_connections(2)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                .after_connect(refuse_read_only)
+                .after_release(close_if_still_in_transaction)
                 .connect_with(options)
                 .await
                 .context("opening the SQLite database")?;
@@ -237,10 +295,19 @@ impl Db {
         .context("applying database migrations")
     }
 
-    /// Whether the engine answers a trivial query (readiness).
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    /// Whether the database can serve (readiness). On SQLite every operation writes (reads
+    /// are audited), so a write must commit: a full disk or a read-only file is not ready.
+    /// PostgreSQL must answer a trivial query.
+    pub async fn check_ready(&self) -> Result<(), StoreError> {
         match self {
-            Db::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+            Db::Sqlite(pool) => sqlx::query(
+                "INSERT INTO readiness_probe (id, checked_at) VALUES (1, $1) \
+                 ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+            )
+            .bind(chrono::Utc::now().to_rfc3339())
+            .execute(pool)
+            .await
+            .map(drop)?,
             Db::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
         }
         Ok(())

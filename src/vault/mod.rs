@@ -401,9 +401,10 @@ impl Vault {
         self.submit(|tx| Job::Uninstall(command, tx)).await
     }
 
-    /// Whether the database answers (readiness). The keyring is loaded before a Vault exists.
+    /// Whether the database can serve (readiness, see [`Db::check_ready`]). The keyring is
+    /// loaded before a Vault exists.
     pub async fn is_ready(&self) -> bool {
-        self.db.ping().await.is_ok()
+        self.db.check_ready().await.is_ok()
     }
 
     async fn submit<T>(

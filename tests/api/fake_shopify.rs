@@ -16,6 +16,8 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::json;
 
+use crate::sweep::{self, SecretKind};
+
 #[derive(Default)]
 struct Lineage {
     current: String,
@@ -95,6 +97,7 @@ impl FakeShopify {
         let mut inner = self.inner.lock().unwrap();
         inner.issued += 1;
         let token = format!("shprt_{}_{}", self.prefix, inner.issued);
+        sweep::register(SecretKind::TokenValue, &token);
         inner.lineages.push(Lineage {
             current: token.clone(),
             previous: None,
@@ -242,10 +245,13 @@ fn refresh(fake: &FakeShopify, inner: &mut Inner, params: &HashMap<String, Strin
         lineage.previous = Some(presented);
     }
     lineage.current = new_refresh.clone();
+    let new_access = format!("shpat_{}_{n}", fake.prefix);
+    sweep::register(SecretKind::TokenValue, &new_access);
+    sweep::register(SecretKind::TokenValue, &new_refresh);
     (
         StatusCode::OK,
         reply_json(json!({
-            "access_token": format!("shpat_{}_{n}", fake.prefix),
+            "access_token": new_access,
             "expires_in": 3600,
             "refresh_token": new_refresh,
             "refresh_token_expires_in": 7776000,
@@ -292,6 +298,8 @@ fn exchange(fake: &FakeShopify, inner: &mut Inner, params: &HashMap<String, Stri
                 format!("shpat_{}_x{n}", fake.prefix),
                 format!("shprt_{}_x{n}", fake.prefix),
             );
+            sweep::register(SecretKind::TokenValue, &pair.0);
+            sweep::register(SecretKind::TokenValue, &pair.1);
             inner.exchanges.insert(subject.clone(), pair.clone());
             inner.exchanged_subjects.push(subject);
             inner.lineages.push(Lineage {

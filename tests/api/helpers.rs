@@ -12,6 +12,9 @@ use token_service::startup::{Application, BuildOptions};
 use token_service::store::Db;
 use uuid::Uuid;
 
+use crate::client::TestClient;
+use crate::sweep::{self, LogLeakCheck, SecretKind};
+
 /// Which engine a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -53,6 +56,8 @@ impl Write for CaptureWriter {
         if std::env::var_os("TEST_LOG").is_some() {
             std::io::stdout().write_all(buf)?;
         }
+        // The fmt layer writes each event with one `write_all`, which lands here whole.
+        sweep::record_log_line(buf);
         LOGS.lock().unwrap().extend_from_slice(buf);
         Ok(buf.len())
     }
@@ -135,6 +140,15 @@ impl TestDatabase {
         }
     }
 
+    /// A SQLite database at `url`, in a directory the test owns.
+    pub fn sqlite_at(url: &str) -> TestDatabase {
+        TestDatabase {
+            url: url.to_owned(),
+            pg_name: None,
+            _dir: None,
+        }
+    }
+
     /// Another handle on the same database, for a second service instance; the original
     /// keeps ownership (and drops it).
     pub fn shared(&self) -> TestDatabase {
@@ -186,10 +200,13 @@ pub struct TestApp {
     pub address: String,
     /// The port of `/metrics` when `METRICS_PORT` is set.
     pub metrics_port: Option<u16>,
-    pub client: reqwest::Client,
+    /// Sends through reqwest and sweeps every response for secrets.
+    pub client: TestClient,
     /// A separate pool on the service's database, for checking what is stored.
     pub db: Db,
     pub database: TestDatabase,
+    /// Fails the test if anything leaked into the logs by the time it ends.
+    _leak_check: LogLeakCheck,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -214,9 +231,10 @@ pub async fn spawn_app_on(database: TestDatabase, overrides: &[(&str, &str)]) ->
     TestApp {
         address,
         metrics_port,
-        client: reqwest::Client::new(),
+        client: TestClient::default(),
         db,
         database,
+        _leak_check: LogLeakCheck,
     }
 }
 
@@ -251,6 +269,9 @@ async fn start(url: &str, overrides: &[(&str, &str)]) -> (String, Option<u16>) {
     for (k, v) in overrides {
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
+    for (name, value) in &vars {
+        sweep::register_setting(name, value);
+    }
     let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test configuration");
     let app = Application::build(&config, BuildOptions { migrate: true })
         .await
@@ -270,21 +291,25 @@ pub fn client_jwt(shop: &str) -> String {
     )
 }
 
+/// A JWT with these claims; registered with the leak sweep.
 pub fn sign(claims: Value, alg: Algorithm, secret: &str) -> String {
-    encode(
+    let jwt = encode(
         &Header::new(alg),
         &claims,
         &EncodingKey::from_secret(secret.as_bytes()),
     )
-    .unwrap()
+    .unwrap();
+    sweep::register(SecretKind::Jwt, &jwt);
+    jwt
 }
 
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// A valid store request body.
+/// A valid store request body; the token values in it are registered with the leak sweep.
 pub fn token_body(merchant: &str, platform: &str, shop: &str, token_data: Value) -> Value {
+    sweep::register_token_values(&token_data);
     json!({
         "merchant_id": merchant,
         "platform_name": platform,

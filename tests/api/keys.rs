@@ -12,6 +12,7 @@ use token_service::store::Db;
 use uuid::Uuid;
 
 use crate::helpers::{spawn_app_on, spawn_app_with, Backend, TestApp, TestDatabase};
+use crate::sweep::{self, SecretKind};
 
 const VECTORS: &str = include_str!("../fixtures/legacy_fernet_vectors.json");
 pub const BIN: &str = env!("CARGO_BIN_EXE_token-service");
@@ -30,18 +31,24 @@ pub struct LegacyVector {
 /// The shared vectors' secret (kept in the keyring as `key_v1`, the original's default id).
 pub fn legacy_secret() -> String {
     let v: Value = serde_json::from_str(VECTORS).unwrap();
-    v["encryption_key"].as_str().unwrap().to_owned()
+    let secret = v["encryption_key"].as_str().unwrap().to_owned();
+    sweep::register(SecretKind::EncryptionKey, &secret);
+    secret
 }
 
+/// The vectors; their token values are registered with the leak sweep.
 pub fn legacy_vectors() -> Vec<LegacyVector> {
     let v: Value = serde_json::from_str(VECTORS).unwrap();
     v["vectors"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| LegacyVector {
-            encrypted_token: c["encrypted_token"].as_str().unwrap().to_owned(),
-            token_data: c["token_data"].clone(),
+        .map(|c| {
+            sweep::register_token_values(&c["token_data"]);
+            LegacyVector {
+                encrypted_token: c["encrypted_token"].as_str().unwrap().to_owned(),
+                token_data: c["token_data"].clone(),
+            }
         })
         .collect()
 }

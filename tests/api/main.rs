@@ -1,7 +1,9 @@
 //! Black-box tests of the HTTP API, each run against SQLite and PostgreSQL.
 
+mod client;
 mod helpers;
 mod keys;
+mod sweep;
 
 mod abuse;
 mod audit;
@@ -24,5 +26,6 @@ mod refresh;
 mod rewrap;
 mod rotation;
 mod secrets;
+mod storage_faults;
 mod tokens;
 mod validation;

@@ -7,6 +7,7 @@ use serde_json::json;
 use token_service::store::{Db, PoolSettings};
 
 use super::support::{eventually, nats_available, nats_url, outbox, NatsProxy, OutboxRow, TestBus};
+use crate::client::TestClient;
 use crate::helpers::{
     client_jwt, token_body, Backend, TestDatabase, CLIENT_SECRET, ENCRYPTION_KEY, READER_KEY,
 };
@@ -57,7 +58,7 @@ impl Service {
             base: format!("http://127.0.0.1:{port}"),
             _dir: dir,
         };
-        let client = reqwest::Client::new();
+        let client = TestClient::default();
         eventually("the service to listen", Duration::from_secs(20), || async {
             client
                 .get(format!("{}/health", service.base))
@@ -72,7 +73,7 @@ impl Service {
 
     async fn store(&self, merchant: &str) {
         let body = token_body(merchant, "shopify", SHOP, json!({"access_token": merchant}));
-        let response = reqwest::Client::new()
+        let response = TestClient::default()
             .post(format!("{}/api/v1/tokens", self.base))
             .bearer_auth(client_jwt(SHOP))
             .json(&body)
