@@ -8,6 +8,7 @@ mod sweep;
 mod abuse;
 mod audit;
 mod auth;
+mod checkpoints;
 mod chromium;
 mod contract;
 mod docs_page;
