@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::tokens::MAX_BINDS;
+use super::tokens::{statement_chunks, MAX_BINDS};
 use super::{on_conn, StoreError, Tx};
 
 tokio::task_local! {
@@ -65,7 +65,7 @@ pub async fn record_accesses(tx: &mut Tx, records: &[AccessRecord<'_>]) -> Resul
 
 async fn insert_accesses(tx: &mut Tx, records: &[AccessRecord<'_>]) -> Result<(), StoreError> {
     const COLUMNS: usize = 11;
-    for chunk in records.chunks(MAX_BINDS / COLUMNS) {
+    for chunk in statement_chunks(records, MAX_BINDS / COLUMNS) {
         on_conn!(tx, conn => {
             let mut query = sqlx::QueryBuilder::new(
                 "INSERT INTO token_access_logs (id, token_id, merchant_id, platform_name, \

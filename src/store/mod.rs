@@ -49,9 +49,9 @@ pub use tokens::{
 /// How long a request waits for a database connection before the database counts as down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Prepared statements kept per connection. Batched statements differ by their number of
-/// rows (up to the batch size), so the default of 100 would keep re-preparing them.
-const STATEMENT_CACHE: usize = 1024;
+/// Prepared statements kept per connection. Multi-row statements come in power-of-two sizes
+/// (see `tokens::statement_chunks`): about a dozen texts each, which must stay cached.
+const STATEMENT_CACHE: usize = 200;
 
 /// A connection pool to one of the two supported engines.
 #[derive(Clone, Debug)]

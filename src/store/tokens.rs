@@ -92,10 +92,30 @@ pub struct NewToken<'a> {
 /// PostgreSQL's of 65,535.
 pub(super) const MAX_BINDS: usize = 8_000;
 
-/// Every token of these merchants (one statement), ordered by merchant, then platform.
+/// Splits `items` into runs whose lengths are powers of two (at most `max_rows`, at least 1):
+/// 13 rows go as 8 + 4 + 1. A multi-row statement's text depends on its number of rows, and
+/// every distinct text is a prepared statement cached per connection; this keeps them to a
+/// handful instead of one per batch size.
+pub(super) fn statement_chunks<T>(items: &[T], max_rows: usize) -> impl Iterator<Item = &[T]> {
+    let largest = 1usize << max_rows.max(1).ilog2();
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let take = largest.min(1 << rest.len().ilog2());
+        let (chunk, tail) = rest.split_at(take);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// Every token of these merchants (a statement per power-of-two run of them), ordered by
+/// merchant, then platform.
 pub async fn find_tokens(tx: &mut Tx, merchants: &[&str]) -> Result<Vec<StoredToken>, StoreError> {
-    let mut tokens = Vec::new();
-    for chunk in merchants.chunks(MAX_BINDS) {
+    let (mut tokens, mut statements) = (Vec::new(), 0);
+    for chunk in statement_chunks(merchants, MAX_BINDS) {
+        statements += 1;
         on_conn!(tx, conn => {
             let mut query = sqlx::QueryBuilder::new(format!(
                 "SELECT {TOKEN_COLUMNS} FROM platform_tokens WHERE merchant_id IN ("
@@ -110,7 +130,8 @@ pub async fn find_tokens(tx: &mut Tx, merchants: &[&str]) -> Result<Vec<StoredTo
             }
         });
     }
-    if merchants.len() > MAX_BINDS {
+    if statements > 1 {
+        // Each statement's rows came back ordered, but the merchants need not have been.
         tokens.sort_by(|a, b| {
             (&a.merchant_id, &a.platform_name).cmp(&(&b.merchant_id, &b.platform_name))
         });
@@ -256,7 +277,7 @@ pub async fn record_reads(tx: &mut Tx, reads: &[CountedRead<'_>]) -> Result<(), 
         *entry = (entry.0 + 1, read.service, read.at);
     }
     let counted: Vec<_> = counted.into_iter().collect();
-    for chunk in counted.chunks(MAX_BINDS / 4) {
+    for chunk in statement_chunks(&counted, MAX_BINDS / 4) {
         on_conn!(tx, conn => {
             let mut query =
                 sqlx::QueryBuilder::new("WITH counted (id, reads, reader, read_at) AS (");
@@ -272,4 +293,33 @@ pub async fn record_reads(tx: &mut Tx, reads: &[CountedRead<'_>]) -> Result<(), 
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statement_chunks;
+
+    #[test]
+    fn statement_chunks_are_powers_of_two_within_the_limit() {
+        let items: Vec<u32> = (0..1000).collect();
+        for (len, max, expected) in [
+            (0, 16, vec![]),
+            (1, 16, vec![1]),
+            (13, 16, vec![8, 4, 1]),
+            (16, 16, vec![16]),
+            (40, 16, vec![16, 16, 8]),
+            (1000, 727, vec![512, 256, 128, 64, 32, 8]),
+            (3, 1, vec![1, 1, 1]),
+        ] {
+            let sizes: Vec<usize> = statement_chunks(&items[..len], max)
+                .map(<[u32]>::len)
+                .collect();
+            assert_eq!(sizes, expected, "{len} rows, at most {max}");
+            let joined: Vec<u32> = statement_chunks(&items[..len], max)
+                .flatten()
+                .copied()
+                .collect();
+            assert_eq!(joined, items[..len], "every row once, in order");
+        }
+    }
 }
