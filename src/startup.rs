@@ -32,7 +32,6 @@ pub struct Application {
     db: Db,
     stop_background: watch::Sender<bool>,
     background: Option<JoinHandle<()>>,
-    checkpointer: Option<JoinHandle<()>>,
 }
 
 /// Start-up choices that are not configuration.
@@ -46,7 +45,7 @@ impl Application {
     /// Connects, migrates, loads the keyring and binds the port (port 0 picks a free one).
     pub async fn build(config: &Config, options: BuildOptions) -> anyhow::Result<Self> {
         let keyring = Arc::new(config.keyring.build().context("loading the keyring")?);
-        let db = Db::connect_serving(
+        let db = Db::connect(
             &config.database_url,
             PoolSettings {
                 max_connections: config.db_max_connections,
@@ -56,8 +55,6 @@ impl Application {
         if options.migrate {
             db.migrate().await?;
         }
-        let (stop_background, stopped) = watch::channel(false);
-        let checkpointer = db.spawn_checkpointer(stopped.clone());
         let metrics = Metrics::new();
         let (vault, committer) = Vault::start(
             db.clone(),
@@ -72,6 +69,7 @@ impl Application {
             config.allowed_readers.clone(),
         ));
         let refresher = Refresher::new(vault.clone(), config.refresh.clone());
+        let (stop_background, stopped) = watch::channel(false);
         let background = refresher
             .is_enabled()
             .then(|| spawn_background_refresh(refresher.clone(), stopped));
@@ -107,7 +105,6 @@ impl Application {
             db,
             stop_background,
             background,
-            checkpointer,
         })
     }
 
@@ -161,9 +158,6 @@ impl Application {
         self.events.stop_listener().await;
         self.committer.finish().await;
         self.events.stop_relay().await;
-        if let Some(checkpointer) = self.checkpointer.take() {
-            let _ = checkpointer.await;
-        }
         self.db.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -1,6 +1,4 @@
-//! SQLite's WAL is checkpointed by a background task of the service, never by its writer.
-
-use std::time::Duration;
+//! SQLite's WAL is checkpointed often, in small steps, so it stays small under load.
 
 use serde_json::json;
 
@@ -8,10 +6,10 @@ use crate::helpers::{spawn_app, token_body, Backend};
 
 const SHOP: &str = "wal-shop.myshopify.com";
 
-/// Between bursts of writes the background checkpoint copies the WAL into the database and
-/// the WAL starts over: it stays the size of a burst instead of growing with the history.
+/// Every read writes, so the WAL fills fast. The service checkpoints every 250 pages (1 MiB;
+/// SQLite's default is 1,000): after about 11 MiB of writes, the WAL is still small.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_wal_starts_over_between_bursts() {
+async fn sqlite_wal_stays_small_under_writes() {
     let app = spawn_app(Backend::Sqlite).await;
     let wal = app
         .database
@@ -20,28 +18,17 @@ async fn sqlite_wal_starts_over_between_bursts() {
         .find(|path| path.to_string_lossy().ends_with("-wal"))
         .expect("the database runs in WAL mode");
     let blob = "w".repeat(8 * 1024);
-    const BURSTS: usize = 12;
-    let mut first_burst = 0;
-    for burst in 0..BURSTS {
-        for i in 0..10 {
-            let merchant = format!("m-wal-{burst}-{i}");
-            let body = token_body(&merchant, "shopify", SHOP, json!({"blob": blob}));
-            assert_eq!(app.store(SHOP, &body).await.status(), 201);
-        }
-        // Several checkpoint intervals (250 ms) pass before the next burst.
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        if burst == 0 {
-            first_burst = std::fs::metadata(&wal).unwrap().len();
-        }
+    let mut largest = 0;
+    for i in 0..120 {
+        let merchant = format!("m-wal-{i}");
+        let body = token_body(&merchant, "shopify", SHOP, json!({"blob": blob}));
+        assert_eq!(app.store(SHOP, &body).await.status(), 201);
+        largest = largest.max(std::fs::metadata(&wal).unwrap().len());
     }
-    let size = std::fs::metadata(&wal).unwrap().len();
+    // One store writes its pages and an audit row: tens of KiB of frames each time.
+    const MIB: u64 = 1024 * 1024;
     assert!(
-        first_burst > 10 * 8 * 1024,
-        "a burst wrote {first_burst} bytes"
-    );
-    // Without checkpoints the WAL would hold all twelve bursts.
-    assert!(
-        size < 3 * first_burst,
-        "the WAL grew to {size} bytes; one burst wrote {first_burst}"
+        largest < 2 * MIB,
+        "the WAL grew to {largest} bytes; checkpoints should keep it near 1 MiB"
     );
 }
