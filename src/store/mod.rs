@@ -171,8 +171,11 @@ fn close_if_still_in_transaction(
     _: PoolConnectionMetadata,
 ) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
     Box::pin(async move {
-        // The dropped transaction's rollback is queued on the connection; wait for it.
-        conn.ping().await?;
+        // A committed transaction has left the count at 0, and a queued rollback can only
+        // lower it: only a connection still counting one needs to wait for that rollback.
+        if conn.is_in_transaction() {
+            conn.ping().await?;
+        }
         Ok(!conn.is_in_transaction())
     })
 }
